@@ -1,0 +1,350 @@
+//go:build ignore
+
+/* SPDX-License-Identifier: (GPL-2.0-only OR MIT) */
+/*
+ * flowsensor XDP program: parse every frame and emit one struct fs_record per
+ * IP packet into a ring buffer. It never changes a packet and always returns
+ * XDP_PASS. Written for kernels >= 5.15 (ring buffer, bounded loops).
+ */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "record.h"
+
+char __license[] SEC("license") = "Dual MIT/GPL";
+
+/*
+ * Set by the loader before load. The verifier sees them as constants, so
+ * disabled branches cost nothing.
+ *
+ * wakeup_bytes: submit without waking the reader, except when the producer
+ * position crosses a multiple of this many bytes (a power of two); the reader
+ * also polls on a timer. Waking per record costs ~5 us in this VM and halves
+ * the packet rate (KERNEL-NOTES.md). 0 leaves wakeups to the kernel.
+ */
+volatile const __u32 wakeup_bytes = 256 * 1024;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 16 << 20); /* the loader may resize it */
+} fs_events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, FS_CNT_MAX);
+} fs_counters SEC(".maps");
+
+/* Force BTF for the types user space mirrors (bpf2go -type). */
+const struct fs_record *unused_fs_record __attribute__((unused));
+const enum fs_counter *unused_fs_counter __attribute__((unused));
+
+/* Bytes a record occupies in the ring: 8-byte header plus the record. */
+#define FS_RB_SLOT (8 + sizeof(struct fs_record))
+
+#define ETH_P_8021AD_ 0x88A8
+#define ETH_P_QINQ9100 0x9100
+#define ETH_P_PPP_SES_ 0x8864
+#define ETH_P_MPLS_UC_ 0x8847
+#define ETH_P_MPLS_MC_ 0x8848
+#define PPP_IP 0x0021
+#define PPP_IPV6 0x0057
+
+#define IPPROTO_HOPOPTS_ 0
+#define IPPROTO_ROUTING_ 43
+#define IPPROTO_FRAGMENT_ 44
+#define IPPROTO_AH_ 51
+#define IPPROTO_ICMPV6_ 58
+#define IPPROTO_DSTOPTS_ 60
+
+static __always_inline void count(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&fs_counters, &idx);
+
+	if (v)
+		*v += 1;
+}
+
+/* Outcome of parsing one frame: FS_CNT_EMITTED means "emit a record". */
+static __always_inline __u32 parse(void *pos, void *end, struct fs_record *rec)
+{
+	__u16 proto;
+	__u8 nh;
+
+	/* Ethernet: 14 bytes, ethertype at 12. */
+	if (pos + ETH_HLEN > end)
+		return FS_CNT_TRUNC_L2;
+	proto = *(__u16 *)(pos + 12);
+	pos += ETH_HLEN;
+
+	/* 802.1Q / 802.1ad tags: 2-byte TCI then the next ethertype. */
+#pragma unroll
+	for (int i = 0; i < FS_MAX_VLAN; i++) {
+		if (proto != bpf_htons(ETH_P_8021Q) && proto != bpf_htons(ETH_P_8021AD_) &&
+		    proto != bpf_htons(ETH_P_QINQ9100))
+			break;
+		if (pos + 4 > end)
+			return FS_CNT_TRUNC_L2;
+		__u16 vid = bpf_ntohs(*(__u16 *)pos) & 0x0fff;
+		if (i == 0)
+			rec->vlan_id = vid;
+		else if (i == 1)
+			rec->inner_vlan_id = vid;
+		rec->vlan_depth = i + 1;
+		proto = *(__u16 *)(pos + 2);
+		pos += 4;
+	}
+
+	if (proto == bpf_htons(ETH_P_IP))
+		goto ipv4;
+	if (proto == bpf_htons(ETH_P_IPV6))
+		goto ipv6;
+	if (proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD_) ||
+	    proto == bpf_htons(ETH_P_QINQ9100))
+		return FS_CNT_TOO_DEEP;
+
+	if (proto == bpf_htons(ETH_P_PPP_SES_)) {
+		/* PPPoE session header (6 bytes), then the 2-byte PPP protocol. */
+		if (pos + 8 > end)
+			return FS_CNT_TRUNC_L2;
+		rec->encap |= FS_ENCAP_PPPOE;
+		__u16 ppp = *(__u16 *)(pos + 6);
+		pos += 8;
+		if (ppp == bpf_htons(PPP_IP))
+			goto ipv4;
+		if (ppp == bpf_htons(PPP_IPV6))
+			goto ipv6;
+		return FS_CNT_NON_IP;
+	}
+
+	if (proto == bpf_htons(ETH_P_MPLS_UC_) || proto == bpf_htons(ETH_P_MPLS_MC_)) {
+		/* 4-byte label stack entries; bottom of stack is bit 0 of byte 2. */
+		rec->encap |= FS_ENCAP_MPLS;
+#pragma unroll
+		for (int i = 0; i < FS_MAX_MPLS; i++) {
+			if (pos + 4 > end)
+				return FS_CNT_TRUNC_L2;
+			__u8 bos = *(__u8 *)(pos + 2) & 1;
+			pos += 4;
+			if (bos)
+				goto mpls_payload;
+		}
+		return FS_CNT_TOO_DEEP;
+mpls_payload:
+		/* No payload type in MPLS: guess from the IP version nibble. */
+		if (pos + 1 > end)
+			return FS_CNT_TRUNC_L3;
+		__u8 ver = *(__u8 *)pos >> 4;
+		if (ver == 4)
+			goto ipv4;
+		if (ver == 6)
+			goto ipv6;
+		return FS_CNT_NON_IP;
+	}
+	return FS_CNT_NON_IP;
+
+ipv4: {
+	if (pos + 20 > end)
+		return FS_CNT_TRUNC_L3;
+	__u8 vihl = *(__u8 *)pos;
+	__u32 ihl = (vihl & 0x0f) * 4;
+	if ((vihl >> 4) != 4 || ihl < 20)
+		return FS_CNT_BAD_L3;
+	rec->ip_version = 4;
+	rec->dscp = *(__u8 *)(pos + 1) >> 2;
+	nh = *(__u8 *)(pos + 9);
+	/* IPv4-mapped IPv6: ::ffff:a.b.c.d; bytes 0..7 stay zero. */
+	*(__u32 *)&rec->src_addr[8] = bpf_htonl(0x0000ffff);
+	*(__u32 *)&rec->src_addr[12] = *(__u32 *)(pos + 12);
+	*(__u32 *)&rec->dst_addr[8] = bpf_htonl(0x0000ffff);
+	*(__u32 *)&rec->dst_addr[12] = *(__u32 *)(pos + 16);
+	__u16 frag = bpf_ntohs(*(__u16 *)(pos + 6));
+	if (frag & 0x3fff) { /* MF or a non-zero offset */
+		rec->frag_flags = FS_FRAG_FRAGMENT | ((frag & 0x2000) ? FS_FRAG_MORE : 0);
+		rec->frag_id = bpf_ntohs(*(__u16 *)(pos + 4));
+		if (frag & 0x1fff) {
+			rec->frag_flags |= FS_FRAG_NOT_FIRST;
+			rec->protocol = nh;
+			return FS_CNT_EMITTED;
+		}
+	}
+	/* Options: the header must be complete before L4 can be found. */
+	if (pos + ihl > end) {
+		rec->protocol = nh;
+		rec->flags |= FS_REC_L4_TRUNCATED;
+		return FS_CNT_EMITTED;
+	}
+	pos += ihl;
+	goto l4;
+}
+
+ipv6: {
+	if (pos + 40 > end)
+		return FS_CNT_TRUNC_L3;
+	__u8 b0 = *(__u8 *)pos;
+	if ((b0 >> 4) != 6)
+		return FS_CNT_BAD_L3;
+	rec->ip_version = 6;
+	/* Traffic class straddles bytes 0 and 1; DSCP is its upper 6 bits. */
+	rec->dscp = (((b0 & 0x0f) << 4) | (*(__u8 *)(pos + 1) >> 4)) >> 2;
+	nh = *(__u8 *)(pos + 6);
+	__builtin_memcpy(rec->src_addr, pos + 8, 16);
+	__builtin_memcpy(rec->dst_addr, pos + 24, 16);
+	pos += 40;
+
+	/* Walk the extension-header chain up to FS_MAX_IPV6_EXT headers. */
+#pragma unroll
+	for (int i = 0; i < FS_MAX_IPV6_EXT; i++) {
+		__u32 len;
+
+		switch (nh) {
+		case IPPROTO_HOPOPTS_:
+		case IPPROTO_ROUTING_:
+		case IPPROTO_DSTOPTS_:
+			/* next header, length in 8-byte units not counting the first 8 */
+			if (pos + 2 > end)
+				goto ext_truncated;
+			len = ((__u32) * (__u8 *)(pos + 1) + 1) * 8;
+			break;
+		case IPPROTO_AH_:
+			/* length in 4-byte units minus 2 */
+			if (pos + 2 > end)
+				goto ext_truncated;
+			len = ((__u32) * (__u8 *)(pos + 1) + 2) * 4;
+			break;
+		case IPPROTO_FRAGMENT_: {
+			if (pos + 8 > end)
+				goto ext_truncated;
+			__u16 off_m = bpf_ntohs(*(__u16 *)(pos + 2));
+			rec->frag_flags = FS_FRAG_FRAGMENT | ((off_m & 1) ? FS_FRAG_MORE : 0);
+			rec->frag_id = bpf_ntohl(*(__u32 *)(pos + 4));
+			nh = *(__u8 *)pos;
+			pos += 8;
+			if (off_m & 0xfff8) {
+				rec->frag_flags |= FS_FRAG_NOT_FIRST;
+				rec->protocol = nh;
+				return FS_CNT_EMITTED;
+			}
+			continue;
+		}
+		default:
+			goto l4;
+		}
+		if (pos + len > end)
+			goto ext_truncated;
+		nh = *(__u8 *)pos;
+		pos += len;
+	}
+	if (nh == IPPROTO_HOPOPTS_ || nh == IPPROTO_ROUTING_ || nh == IPPROTO_DSTOPTS_ ||
+	    nh == IPPROTO_AH_ || nh == IPPROTO_FRAGMENT_) {
+		rec->protocol = nh;
+		rec->flags |= FS_REC_EXT_LIMIT;
+		return FS_CNT_EMITTED;
+	}
+	goto l4;
+ext_truncated:
+	rec->protocol = nh;
+	rec->flags |= FS_REC_L4_TRUNCATED;
+	return FS_CNT_EMITTED;
+}
+
+l4:
+	rec->protocol = nh;
+	/* Each case checks the protocol's fixed header size before reading. */
+	switch (nh) {
+	case IPPROTO_TCP:
+		if (pos + 20 > end)
+			goto tcp_truncated;
+		rec->tcp_flags = *(__u8 *)(pos + 13);
+		goto ports;
+	case IPPROTO_UDP:
+	case IPPROTO_UDPLITE:
+		if (pos + 8 > end)
+			goto ports_truncated;
+		goto ports;
+	case IPPROTO_SCTP:
+	case IPPROTO_DCCP:
+		if (pos + 12 > end)
+			goto ports_truncated;
+		goto ports;
+	case IPPROTO_ICMP:
+	case IPPROTO_ICMPV6_:
+		/* type and code go in the port fields */
+		if (pos + 2 <= end) {
+			rec->src_port = *(__u8 *)pos;
+			rec->dst_port = *(__u8 *)(pos + 1);
+		}
+		if (pos + 4 > end)
+			rec->flags |= FS_REC_L4_TRUNCATED;
+		return FS_CNT_EMITTED;
+	default:
+		return FS_CNT_EMITTED;
+	}
+
+ports:
+	/* All port-carrying protocols start with source and destination port. */
+	rec->src_port = bpf_ntohs(*(__u16 *)pos);
+	rec->dst_port = bpf_ntohs(*(__u16 *)(pos + 2));
+	return FS_CNT_EMITTED;
+
+	/* Cut short: keep what is there, so the packet still joins its flow. */
+tcp_truncated:
+	if (pos + 14 <= end)
+		rec->tcp_flags = *(__u8 *)(pos + 13);
+ports_truncated:
+	rec->flags |= FS_REC_L4_TRUNCATED;
+	if (pos + 4 <= end) {
+		rec->src_port = bpf_ntohs(*(__u16 *)pos);
+		rec->dst_port = bpf_ntohs(*(__u16 *)(pos + 2));
+	}
+	return FS_CNT_EMITTED;
+}
+
+SEC("xdp")
+int flowsensor_xdp(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct fs_record rec;
+
+	__builtin_memset(&rec, 0, sizeof(rec));
+	count(FS_CNT_SEEN);
+
+	__u32 outcome = parse(data, data_end, &rec);
+	if (outcome != FS_CNT_EMITTED) {
+		count(outcome);
+		return XDP_PASS;
+	}
+
+	rec.ts_ns = bpf_ktime_get_ns();
+	rec.ifindex = ctx->ingress_ifindex;
+	rec.wire_len = data_end - data;
+
+	struct fs_record *out = bpf_ringbuf_reserve(&fs_events, sizeof(*out), 0);
+	if (!out) {
+		count(FS_CNT_RINGBUF_FULL);
+		return XDP_PASS;
+	}
+	*out = rec;
+
+	__u64 flags = 0;
+	if (wakeup_bytes) {
+		/* Wake the reader only when this record crossed a wakeup_bytes boundary. */
+		__u64 prod = bpf_ringbuf_query(&fs_events, BPF_RB_PROD_POS);
+		flags = ((prod & (wakeup_bytes - 1)) < FS_RB_SLOT) ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+	}
+	bpf_ringbuf_submit(out, flags);
+
+	count(FS_CNT_EMITTED);
+	if (rec.flags & FS_REC_L4_TRUNCATED)
+		count(FS_CNT_TRUNC_L4);
+	if (rec.frag_flags)
+		count(FS_CNT_FRAGMENTS);
+	if (rec.flags & FS_REC_EXT_LIMIT)
+		count(FS_CNT_EXT_LIMIT);
+	return XDP_PASS;
+}
