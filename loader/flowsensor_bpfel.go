@@ -30,6 +30,15 @@ const (
 	flowsensorFsCounterFS_CNT_MAX          flowsensorFsCounter = 11
 )
 
+type flowsensorFsCpu struct {
+	_           structs.HostLayout
+	ClockNs     uint64
+	Jiffies     uint64
+	RingBytes   uint64
+	TickPackets uint32
+	SinceClock  uint32
+}
+
 type flowsensorFsRecord struct {
 	_           structs.HostLayout
 	TsNs        uint64
@@ -58,8 +67,11 @@ type flowsensorFsRecord struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	flowsensorMapFsCounters      = "fs_counters"
+	flowsensorMapFsCpu           = "fs_cpu"
 	flowsensorMapFsEvents        = "fs_events"
 	flowsensorProgFlowsensorXdp  = "flowsensor_xdp"
+	flowsensorVarClockEvery      = "clock_every"
+	flowsensorVarExactPerTick    = "exact_per_tick"
 	flowsensorVarUnusedFsCounter = "unused_fs_counter"
 	flowsensorVarUnusedFsRecord  = "unused_fs_record"
 	flowsensorVarWakeupBytes     = "wakeup_bytes"
@@ -115,6 +127,7 @@ type flowsensorProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type flowsensorMapSpecs struct {
 	FsCounters *ebpf.MapSpec `ebpf:"fs_counters"`
+	FsCpu      *ebpf.MapSpec `ebpf:"fs_cpu"`
 	FsEvents   *ebpf.MapSpec `ebpf:"fs_events"`
 }
 
@@ -122,6 +135,8 @@ type flowsensorMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type flowsensorVariableSpecs struct {
+	ClockEvery      *ebpf.VariableSpec `ebpf:"clock_every"`
+	ExactPerTick    *ebpf.VariableSpec `ebpf:"exact_per_tick"`
 	UnusedFsCounter *ebpf.VariableSpec `ebpf:"unused_fs_counter"`
 	UnusedFsRecord  *ebpf.VariableSpec `ebpf:"unused_fs_record"`
 	WakeupBytes     *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
@@ -148,12 +163,14 @@ func (o *flowsensorObjects) Close() error {
 // It can be passed to loadFlowsensorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type flowsensorMaps struct {
 	FsCounters *ebpf.Map `ebpf:"fs_counters"`
+	FsCpu      *ebpf.Map `ebpf:"fs_cpu"`
 	FsEvents   *ebpf.Map `ebpf:"fs_events"`
 }
 
 func (m *flowsensorMaps) Close() error {
 	return _FlowsensorClose(
 		m.FsCounters,
+		m.FsCpu,
 		m.FsEvents,
 	)
 }
@@ -162,6 +179,8 @@ func (m *flowsensorMaps) Close() error {
 //
 // It can be passed to loadFlowsensorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type flowsensorVariables struct {
+	ClockEvery      *ebpf.Variable `ebpf:"clock_every"`
+	ExactPerTick    *ebpf.Variable `ebpf:"exact_per_tick"`
 	UnusedFsCounter *ebpf.Variable `ebpf:"unused_fs_counter"`
 	UnusedFsRecord  *ebpf.Variable `ebpf:"unused_fs_record"`
 	WakeupBytes     *ebpf.Variable `ebpf:"wakeup_bytes"`

@@ -461,3 +461,19 @@ func fixedL4(proto uint8) int {
 	}
 	return 0
 }
+
+// BenchFrames returns the frames `make bench` times: a minimal UDP frame
+// (64 bytes on the wire with FCS) and a full-MTU TCP frame (1514 bytes).
+func BenchFrames() []struct {
+	Name  string
+	Frame []byte
+} {
+	ip := ip4(layers.IPProtocolUDP)
+	udp64 := serialize(eth(layers.EthernetTypeIPv4), ip, udp(ip), gopacket.Payload(make([]byte, 18)))
+	ip = ip4(layers.IPProtocolTCP)
+	tcp1500 := serialize(eth(layers.EthernetTypeIPv4), ip, tcp(ip, bpf.TCPAck|bpf.TCPPsh), gopacket.Payload(make([]byte, 1460)))
+	return []struct {
+		Name  string
+		Frame []byte
+	}{{"udp64", udp64}, {"tcp1500", tcp1500}}
+}
