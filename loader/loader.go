@@ -61,6 +61,12 @@ type Options struct {
 	// PollInterval bounds how long a record can sit in the ring unread.
 	// 0 means 100ms.
 	PollInterval time.Duration
+	// ClockEvery: once a CPU sees more than ExactPerTick packets in one
+	// jiffy, it reads the clock only every ClockEvery packets and the
+	// packets in between share that reading. 0 means 16; 1 reads the clock
+	// for every packet. ExactPerTick 0 means 64.
+	ClockEvery   int
+	ExactPerTick int
 	// PinRoot is the bpffs directory to pin maps under; the BPF filesystem is
 	// mounted at /sys/fs/bpf if it is not. "-" disables pinning.
 	PinRoot string
@@ -92,6 +98,15 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.PollInterval < 0 {
 		return o, fmt.Errorf("poll interval %v: must be positive", o.PollInterval)
+	}
+	if o.ClockEvery == 0 {
+		o.ClockEvery = 16
+	}
+	if o.ExactPerTick == 0 {
+		o.ExactPerTick = 64
+	}
+	if o.ClockEvery < 1 || o.ExactPerTick < 1 {
+		return o, fmt.Errorf("clock every %d, exact per tick %d: must be positive", o.ClockEvery, o.ExactPerTick)
 	}
 	if o.PinRoot == "" {
 		o.PinRoot = DefaultPinRoot
@@ -135,8 +150,14 @@ func LoadSpec(opts Options) (*ebpf.CollectionSpec, error) {
 		return nil, err
 	}
 	spec.Maps[flowsensorMapFsEvents].MaxEntries = uint32(opts.RingBytes)
-	if err := spec.Variables[flowsensorVarWakeupBytes].Set(uint32(opts.WakeupBytes)); err != nil {
-		return nil, fmt.Errorf("set wakeup_bytes: %w", err)
+	for name, v := range map[string]int{
+		flowsensorVarWakeupBytes:  opts.WakeupBytes,
+		flowsensorVarClockEvery:   opts.ClockEvery,
+		flowsensorVarExactPerTick: opts.ExactPerTick,
+	} {
+		if err := spec.Variables[name].Set(uint32(v)); err != nil {
+			return nil, fmt.Errorf("set %s: %w", name, err)
+		}
 	}
 	return spec, nil
 }

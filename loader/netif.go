@@ -7,6 +7,7 @@ import (
 	"sort"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // InterfaceIndex resolves an interface name with a clear error when it is missing.
@@ -68,4 +69,20 @@ func defaultInterface(routes func(netlink.Link, int) ([]netlink.Route, error), b
 func isZeroMask(m net.IPMask) bool {
 	ones, _ := m.Size()
 	return ones == 0
+}
+
+// CheckPrivileges fails early, with the reason, when the process lacks the
+// capabilities to load and attach XDP programs: CAP_NET_ADMIN, and CAP_BPF
+// (with CAP_PERFMON) or, on kernels before 5.8, CAP_SYS_ADMIN.
+func CheckPrivileges() error {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return fmt.Errorf("read capabilities: %w", err)
+	}
+	has := func(c uint) bool { return data[c/32].Effective&(1<<(c%32)) != 0 }
+	if has(unix.CAP_NET_ADMIN) && (has(unix.CAP_SYS_ADMIN) || has(unix.CAP_BPF) && has(unix.CAP_PERFMON)) {
+		return nil
+	}
+	return errors.New("permission denied: flowsensor needs root or CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON")
 }
