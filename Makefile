@@ -28,7 +28,7 @@ test: deps ## run every test layer: units, BPF_PROG_TEST_RUN, netns lab, oracles
 	$(GO) test $(TESTFLAGS) ./...
 
 bench: ## kernel ns/packet beside an empty XDP program, and the Go hot paths (root)
-	$(GO) test -run='^$$' -bench=XDP -benchtime=15x ./loader/
+	$(GO) test -run='^$$' -bench='XDP|RingDrain' -benchtime=15x ./loader/
 	$(GO) test -run='^$$' -bench=. -benchmem ./bpf/ ./aggregator/ ./sinks/...
 
 lint: ## gofmt, go vet, and the dependency arrows of DESIGN.md

@@ -88,3 +88,44 @@ func median(xs []float64) float64 {
 	}
 	return s[len(s)/2]
 }
+
+// BenchmarkRingDrain measures user space draining a full ring the way
+// Probe.Run does (ReadInto, DecodeRecord, clock offset), in records/s. The
+// ring is filled by the real program through BPF_PROG_TEST_RUN first.
+func BenchmarkRingDrain(b *testing.B) {
+	const perRound = 200_000
+	p := loadTestProgram(b, Options{RingBytes: 32 << 20})
+	frame := testframes.BenchFrames()[0].Frame
+	var raw ringbuf.Record
+	var rec bpf.Record
+	var n, total int
+	var elapsed time.Duration
+	for b.Loop() {
+		if _, _, err := p.objs.Program.Benchmark(frame, perRound, nil); err != nil {
+			b.Fatal(err)
+		}
+		start := time.Now()
+		p.reader.SetDeadline(time.Now())
+		for n = 0; ; n++ {
+			err := p.reader.ReadInto(&raw)
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				break
+			}
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := bpf.DecodeRecord(raw.RawSample, &rec); err != nil {
+				b.Fatal(err)
+			}
+			rec.Ts += 1
+		}
+		elapsed += time.Since(start)
+		if n != perRound {
+			b.Fatalf("drained %d records, want %d", n, perRound)
+		}
+		total += n
+	}
+	b.ReportMetric(0, "ns/op")
+	b.ReportMetric(float64(total)/elapsed.Seconds(), "records/s")
+	b.ReportMetric(float64(elapsed.Nanoseconds())/float64(total), "ns/record")
+}
