@@ -56,6 +56,9 @@ type Flow struct {
 	DstTCPFlags uint8
 	Final       bool
 	EndReason   EndReason
+	// CommunityID is the flow's Community ID v1 (seed 0), to join with Zeek,
+	// Suricata, Arkime and Elastic data (github.com/corelight/community-id-spec).
+	CommunityID string
 }
 
 // Packets is the packet count of both directions.

@@ -276,6 +276,7 @@ func (t *Table) report(e *entry, final bool, reason EndReason) Flow {
 		DstTCPFlags: e.flags[1],
 		Final:       final,
 		EndReason:   reason,
+		CommunityID: communityID(k),
 	}
 }
 

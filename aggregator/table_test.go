@@ -38,7 +38,10 @@ func TestBidirectionalMerge(t *testing.T) {
 				Protocol: bpf.ProtoTCP, IPVersion: f.IPVersion, Ifindex: 1,
 				SrcPackets: 3, SrcBytes: 612, DstPackets: 2, DstBytes: 1560,
 				SrcTCPFlags: bpf.TCPSyn | bpf.TCPAck | bpf.TCPPsh, DstTCPFlags: bpf.TCPSyn | bpf.TCPAck,
-				Final: true, EndReason: EndShutdown,
+				Final: true, EndReason: EndShutdown, CommunityID: f.CommunityID,
+			}
+			if len(f.CommunityID) != 30 || f.CommunityID[:2] != "1:" {
+				t.Errorf("CommunityID = %q, want 1:<base64 SHA-1>", f.CommunityID)
 			}
 			if f != want {
 				t.Errorf("got  %+v\nwant %+v", f, want)

@@ -138,6 +138,7 @@ func TestSchema(t *testing.T) {
 		"required int32 dst_tcp_flags (INT(32,true));",
 		"required boolean final;",
 		"required binary end_reason (STRING);",
+		"required binary community_id (STRING);",
 	}
 	lines := strings.Split(strings.TrimSpace(pf.Schema().String()), "\n")
 	var got []string

@@ -42,6 +42,7 @@ type Row struct {
 	DstTCPFlags int32     `parquet:"dst_tcp_flags"`
 	Final       bool      `parquet:"final"`
 	EndReason   string    `parquet:"end_reason,dict"` // aggregator.EndReason.String()
+	CommunityID string    `parquet:"community_id"`    // Community ID v1, seed 0
 }
 
 // RowFromFlow converts one flow report to its stored form.
@@ -70,6 +71,7 @@ func RowFromFlow(f *aggregator.Flow) Row {
 		DstTCPFlags: int32(f.DstTCPFlags),
 		Final:       f.Final,
 		EndReason:   f.EndReason.String(),
+		CommunityID: f.CommunityID,
 	}
 }
 
