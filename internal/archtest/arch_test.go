@@ -20,6 +20,7 @@ var allowed = map[string][]string{
 	"loader":     {module + "/bpf", "github.com/cilium/ebpf", "github.com/vishvananda/netlink", "golang.org/x/sys"},
 	"aggregator": {module + "/bpf"},
 	"pcapwriter": {module + "/bpf", "github.com/gopacket/gopacket"},
+	"capture":    {module + "/bpf", "github.com/gopacket/gopacket"}, // offline input: capture files
 	"sinks":      {module + "/aggregator"},
 	"sinks/":     {module + "/aggregator", module + "/sinks", "github.com/parquet-go/parquet-go", "github.com/elastic/go-elasticsearch"},
 	"cmd/":       {"*"}, // wires everything together

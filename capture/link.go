@@ -1,0 +1,126 @@
+package capture
+
+import (
+	"encoding/binary"
+
+	"github.com/gopacket/gopacket/layers"
+
+	"github.com/flowsensor/flowsensor/bpf"
+)
+
+// Link types beyond gopacket's constants (tcpdump.org/linktypes.html).
+const (
+	linkTypeLoop  layers.LinkType = 108 // NULL with the address family in network order (OpenBSD)
+	linkTypeRaw12 layers.LinkType = 12  // DLT_RAW on most systems
+	linkTypeRaw14 layers.LinkType = 14  // DLT_RAW on OpenBSD
+	linkTypeIPv4  layers.LinkType = 228
+	linkTypeIPv6  layers.LinkType = 229
+	linkTypeSLL2  layers.LinkType = 276
+)
+
+// Supported reports whether packets of a link type can be decoded.
+func Supported(lt layers.LinkType) bool {
+	switch lt {
+	case layers.LinkTypeEthernet, layers.LinkTypeNull, linkTypeLoop, layers.LinkTypeLinuxSLL, linkTypeSLL2,
+		layers.LinkTypeRaw, linkTypeRaw12, linkTypeRaw14, linkTypeIPv4, linkTypeIPv6:
+		return true
+	}
+	return false
+}
+
+// Decode turns a captured packet into the record the XDP program would emit
+// for it, via bpf.Decode (Ethernet) or, for other link types, by removing the
+// link header and decoding from its ethertype. It sets Ts and WireLen from the
+// capture. The second result is false for a link type flowsensor cannot read.
+func Decode(p *Packet, r *bpf.Record) (bpf.Counter, bool) {
+	var out bpf.Counter
+	if p.LinkType == layers.LinkTypeEthernet {
+		out = bpf.Decode(p.Data, r)
+	} else {
+		etherType, payload, ok, supported := L3(p.LinkType, p.Data)
+		if !supported {
+			return 0, false
+		}
+		if !ok {
+			*r = bpf.Record{}
+			out = bpf.CounterTruncL2
+		} else {
+			out = bpf.DecodeEtherType(etherType, payload, r)
+		}
+	}
+	r.Ts = uint64(p.Ts)
+	r.WireLen = uint32(p.WireLen)
+	return out, true
+}
+
+// L3 removes the link header of a non-Ethernet frame and says which ethertype
+// its payload is (0 for a payload that is not IP, VLAN, PPPoE or MPLS). ok is
+// false when the link header itself is cut short; supported is false for a
+// link type it does not know.
+func L3(lt layers.LinkType, data []byte) (etherType uint16, payload []byte, ok, supported bool) {
+	switch lt {
+	case layers.LinkTypeNull, linkTypeLoop:
+		// 4-byte address family, in the capturing host's byte order for NULL.
+		if len(data) < 4 {
+			return 0, nil, false, true
+		}
+		af := binary.BigEndian.Uint32(data)
+		if lt == layers.LinkTypeNull && af > 0xffff {
+			af = binary.LittleEndian.Uint32(data)
+		}
+		switch af {
+		case 2: // AF_INET everywhere
+			return bpf.EtherTypeIPv4, data[4:], true, true
+		case 10, 24, 28, 30: // AF_INET6: Linux, OpenBSD/NetBSD, FreeBSD, Darwin
+			return bpf.EtherTypeIPv6, data[4:], true, true
+		}
+		return 0, data[4:], true, true
+	case layers.LinkTypeLinuxSLL:
+		// packet type, ARPHRD type, address length, 8-byte address, protocol.
+		if len(data) < 16 {
+			return 0, nil, false, true
+		}
+		return sllProtocol(binary.BigEndian.Uint16(data[14:])), data[16:], true, true
+	case linkTypeSLL2:
+		// protocol, reserved, interface index, ARPHRD type, packet type, address length, 8-byte address.
+		if len(data) < 20 {
+			return 0, nil, false, true
+		}
+		return sllProtocol(binary.BigEndian.Uint16(data[0:])), data[20:], true, true
+	case layers.LinkTypeRaw, linkTypeRaw12, linkTypeRaw14, linkTypeIPv4, linkTypeIPv6:
+		if len(data) < 1 {
+			return 0, nil, false, true
+		}
+		switch data[0] >> 4 {
+		case 4:
+			return bpf.EtherTypeIPv4, data, true, true
+		case 6:
+			return bpf.EtherTypeIPv6, data, true, true
+		}
+		// The version nibble decides, as for the kernel's raw IP devices; a
+		// bad one is left to the IP parser to reject.
+		if lt == linkTypeIPv6 {
+			return bpf.EtherTypeIPv6, data, true, true
+		}
+		return bpf.EtherTypeIPv4, data, true, true
+	}
+	return 0, nil, false, false
+}
+
+// sllProtocol maps the SLL protocol field to an ethertype: values below
+// 0x0600 are Linux pseudo-protocols (802.2 LLC, CAN, ...), never IP.
+func sllProtocol(p uint16) uint16 {
+	if p < 0x0600 {
+		return 0
+	}
+	return p
+}
+
+// EthernetFrame wraps a non-Ethernet packet's payload in an Ethernet header
+// with zero addresses, so that the XDP program can parse it in a test.
+func EthernetFrame(etherType uint16, payload []byte) []byte {
+	f := make([]byte, 14+len(payload))
+	binary.BigEndian.PutUint16(f[12:], etherType)
+	copy(f[14:], payload)
+	return f
+}

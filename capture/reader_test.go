@@ -1,0 +1,218 @@
+package capture
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/gopacket/gopacket/layers"
+
+	"github.com/flowsensor/flowsensor/bpf"
+	"github.com/flowsensor/flowsensor/internal/corpus"
+)
+
+// TestReaderMatchesTShark reads every corpus capture and compares each
+// packet's timestamp, wire length and captured length with tshark's table.
+func TestReaderMatchesTShark(t *testing.T) {
+	dir, _ := corpus.Dir()
+	captures, err := corpus.Captures(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range captures {
+		name := filepath.Base(path)
+		if strings.HasPrefix(name, "corrupt-") {
+			continue
+		}
+		t.Run(name, func(t *testing.T) {
+			rows, err := corpus.TSharkPackets(path)
+			if err != nil {
+				t.Skipf("no tshark table: %v", err)
+			}
+			r, err := Open(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			var p Packet
+			for i := 0; ; i++ {
+				err := r.Next(&p)
+				if err == io.EOF {
+					if i != len(rows) {
+						t.Fatalf("read %d packets, tshark %d", i, len(rows))
+					}
+					break
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				if i >= len(rows) {
+					t.Fatalf("more packets than tshark's %d", len(rows))
+				}
+				row := rows[i]
+				if strconv.Itoa(p.WireLen) != row["frame.len"] || strconv.Itoa(len(p.Data)) != row["frame.cap_len"] {
+					t.Fatalf("packet %d: len %d caplen %d, tshark %s %s", i+1, p.WireLen, len(p.Data), row["frame.len"], row["frame.cap_len"])
+				}
+				if ts, _ := strconv.ParseFloat(row["frame.time_epoch"], 64); math.Abs(float64(p.Ts)/1e9-ts) > 1e-6 {
+					t.Fatalf("packet %d: time %d, tshark %s", i+1, p.Ts, row["frame.time_epoch"])
+				}
+				if row["frame.interface_id"] != "" && row["frame.interface_id"] != strconv.Itoa(p.Interface) {
+					t.Fatalf("packet %d: interface %d, tshark %s", i+1, p.Interface, row["frame.interface_id"])
+				}
+				if !Supported(p.LinkType) {
+					t.Fatalf("packet %d: link type %v not supported", i+1, p.LinkType)
+				}
+			}
+		})
+	}
+}
+
+func TestCorruptFiles(t *testing.T) {
+	dir := filepath.Join(corpus.RepoRoot(), "testdata", "corpus")
+	// Cut short 7 bytes into the second record header: one packet, then an
+	// error at the second record (24-byte file header + 16 + 200).
+	r, err := Open(filepath.Join(dir, "corrupt-cut-short.pcap"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var p Packet
+	if err := r.Next(&p); err != nil {
+		t.Fatal(err)
+	}
+	err = r.Next(&p)
+	var fe *FormatError
+	if !errors.As(err, &fe) || fe.Offset != 240 || fe.Packets != 1 || !strings.Contains(err.Error(), "corrupt-cut-short.pcap: byte offset 240") {
+		t.Fatalf("cut short: %v", err)
+	}
+	r.Close()
+
+	_, err = Open(filepath.Join(dir, "corrupt-pcap-bad-version.pcap"))
+	if !errors.As(err, &fe) || !strings.Contains(err.Error(), "corrupt-pcap-bad-version.pcap: byte offset 0") || !strings.Contains(err.Error(), "major version 1") {
+		t.Fatalf("bad version: %v", err)
+	}
+
+	_, err = NewReader("empty", bytes.NewReader(nil))
+	if err == nil || !strings.Contains(err.Error(), "not a capture file") {
+		t.Fatalf("empty: %v", err)
+	}
+	_, err = NewReader("text", strings.NewReader("hello, world"))
+	if err == nil || !strings.Contains(err.Error(), "not a pcap or pcapng file") {
+		t.Fatalf("text: %v", err)
+	}
+}
+
+// TestPCAPNGDamageOffset cuts a pcapng file inside its third block and
+// checks that the error names that block's offset.
+func TestPCAPNGDamageOffset(t *testing.T) {
+	src := filepath.Join(corpus.RepoRoot(), "testdata", "corpus", "qinq-8021ad.pcapng")
+	data, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Walk to the start of the last block (the single packet).
+	var offs []int
+	for off := 0; off < len(data); {
+		offs = append(offs, off)
+		off += int(uint32(data[off+4]) | uint32(data[off+5])<<8 | uint32(data[off+6])<<16 | uint32(data[off+7])<<24)
+	}
+	last := offs[len(offs)-1]
+	cut := filepath.Join(t.TempDir(), "cut.pcapng")
+	if err := os.WriteFile(cut, data[:last+20], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r, err := Open(cut)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	var p Packet
+	for err = r.Next(&p); err == nil; err = r.Next(&p) {
+	}
+	var fe *FormatError
+	if !errors.As(err, &fe) || fe.Offset != int64(last) {
+		t.Fatalf("error %v, want one at byte offset %d", err, last)
+	}
+}
+
+func TestL3(t *testing.T) {
+	ip4 := []byte{0x45, 0, 0, 20}
+	ip6 := []byte{0x60, 0, 0, 0}
+	for _, tc := range []struct {
+		lt        layers.LinkType
+		data      []byte
+		etherType uint16
+		ok        bool
+	}{
+		{layers.LinkTypeNull, append([]byte{2, 0, 0, 0}, ip4...), bpf.EtherTypeIPv4, true},  // little-endian host
+		{layers.LinkTypeNull, append([]byte{0, 0, 0, 2}, ip4...), bpf.EtherTypeIPv4, true},  // big-endian host
+		{layers.LinkTypeNull, append([]byte{30, 0, 0, 0}, ip6...), bpf.EtherTypeIPv6, true}, // Darwin
+		{layers.LinkTypeNull, append([]byte{28, 0, 0, 0}, ip6...), bpf.EtherTypeIPv6, true}, // FreeBSD
+		{layers.LinkTypeNull, append([]byte{24, 0, 0, 0}, ip6...), bpf.EtherTypeIPv6, true}, // OpenBSD
+		{layers.LinkTypeNull, append([]byte{10, 0, 0, 0}, ip6...), bpf.EtherTypeIPv6, true}, // Linux
+		{layers.LinkTypeNull, append([]byte{7, 0, 0, 0}, ip4...), 0, true},                   // OSI: not IP
+		{linkTypeLoop, append([]byte{0, 0, 0, 24}, ip6...), bpf.EtherTypeIPv6, true},
+		{layers.LinkTypeNull, []byte{2, 0}, 0, false},
+		{layers.LinkTypeLinuxSLL, append(append(make([]byte, 14), 0x08, 0x00), ip4...), bpf.EtherTypeIPv4, true},
+		{layers.LinkTypeLinuxSLL, append(append(make([]byte, 14), 0x00, 0x04), ip4...), 0, true}, // 802.2 LLC
+		{linkTypeSLL2, append(append([]byte{0x86, 0xdd}, make([]byte, 18)...), ip6...), bpf.EtherTypeIPv6, true},
+		{linkTypeIPv4, ip4, bpf.EtherTypeIPv4, true},
+		{layers.LinkTypeRaw, ip6, bpf.EtherTypeIPv6, true},
+		{linkTypeRaw14, ip4, bpf.EtherTypeIPv4, true},
+	} {
+		et, _, ok, supported := L3(tc.lt, tc.data)
+		if !supported || ok != tc.ok || et != tc.etherType {
+			t.Errorf("%v % x: ethertype %#x ok %v supported %v, want %#x %v", tc.lt, tc.data, et, ok, supported, tc.etherType, tc.ok)
+		}
+	}
+	if _, _, _, supported := L3(layers.LinkTypeIEEE802_11, nil); supported {
+		t.Error("802.11 reported as supported")
+	}
+}
+
+func TestInterfaceNameFromPath(t *testing.T) {
+	for in, want := range map[string]string{"/x/eth0.pcap": "eth0", "eth1-0001.pcapng.gz": "eth1-0001", "cap": "cap"} {
+		if got := InterfaceNameFromPath(in); got != want {
+			t.Errorf("%s: %s, want %s", in, got, want)
+		}
+	}
+}
+
+// FuzzReader: no input makes the reader panic or loop; every packet it
+// returns decodes. Seeded with the small corpus captures.
+func FuzzReader(f *testing.F) {
+	files, _ := corpus.Captures(filepath.Join(corpus.RepoRoot(), "testdata", "corpus"))
+	for _, path := range files {
+		if data, err := os.ReadFile(path); err == nil && len(data) < 64<<10 {
+			f.Add(data)
+		}
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		r, err := NewReader("fuzz", bytes.NewReader(data))
+		if err != nil {
+			return
+		}
+		var p Packet
+		var rec bpf.Record
+		for i := 0; i <= len(data); i++ {
+			err := r.Next(&p)
+			if err != nil {
+				if err != io.EOF && !strings.Contains(err.Error(), "fuzz") {
+					t.Fatalf("error does not name the file: %v", err)
+				}
+				return
+			}
+			if len(p.Data) > len(data) {
+				t.Fatalf("packet of %d bytes from %d bytes of input", len(p.Data), len(data))
+			}
+			Decode(&p, &rec)
+		}
+		t.Fatal(fmt.Sprintf("more packets than input bytes (%d)", len(data)))
+	})
+}
