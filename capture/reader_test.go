@@ -156,7 +156,7 @@ func TestL3(t *testing.T) {
 		{layers.LinkTypeNull, append([]byte{28, 0, 0, 0}, ip6...), bpf.EtherTypeIPv6, true}, // FreeBSD
 		{layers.LinkTypeNull, append([]byte{24, 0, 0, 0}, ip6...), bpf.EtherTypeIPv6, true}, // OpenBSD
 		{layers.LinkTypeNull, append([]byte{10, 0, 0, 0}, ip6...), bpf.EtherTypeIPv6, true}, // Linux
-		{layers.LinkTypeNull, append([]byte{7, 0, 0, 0}, ip4...), 0, true},                   // OSI: not IP
+		{layers.LinkTypeNull, append([]byte{7, 0, 0, 0}, ip4...), 0, true},                  // OSI: not IP
 		{linkTypeLoop, append([]byte{0, 0, 0, 24}, ip6...), bpf.EtherTypeIPv6, true},
 		{layers.LinkTypeNull, []byte{2, 0}, 0, false},
 		{layers.LinkTypeLinuxSLL, append(append(make([]byte, 14), 0x08, 0x00), ip4...), bpf.EtherTypeIPv4, true},
