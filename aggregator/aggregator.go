@@ -172,6 +172,7 @@ func (a *Aggregator) Stats() Stats {
 type Writer struct {
 	a       *Aggregator
 	pending []*batch // per shard; nil until the first record
+	frags   fragTracker
 }
 
 // NewWriter returns a Writer feeding a.
@@ -180,8 +181,13 @@ func (a *Aggregator) NewWriter() *Writer {
 }
 
 // Add copies r into its shard's batch, sending the batch when full. The send
-// blocks while the shard is behind: that is the backpressure path.
+// blocks while the shard is behind: that is the backpressure path. A later
+// IP fragment gets the ports of its datagram's first fragment here (see
+// fragTracker), which is why r may be modified.
 func (w *Writer) Add(r *bpf.Record) {
+	if r.FragFlags != 0 {
+		w.frags.resolve(r)
+	}
 	i := 0
 	if n := len(w.pending); n > 1 {
 		k, _ := keyOf(r)

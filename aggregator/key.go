@@ -30,11 +30,12 @@ type flowKey struct {
 // IPv4-mapped addresses orders IPv4 exactly as comparing 4-byte ones does.
 // ICMP and ICMPv6 use the spec's port equivalents (icmpPorts); a message type
 // without a counterpart is one-way and is never flipped, so it keys as sent.
-// Non-first fragments carry no ICMP header, so their zero "type" is not mapped.
+// Non-first fragments carry no ICMP header, so their zero "type" is not mapped
+// unless the Writer gave them their first fragment's type and code.
 func keyOf(r *bpf.Record) (k flowKey, fwd bool) {
 	sp, dp := r.SrcPort, r.DstPort
 	twoWay := true
-	if (r.Protocol == bpf.ProtoICMP || r.Protocol == bpf.ProtoICMPv6) && r.FragFlags&bpf.FragNotFirst == 0 {
+	if (r.Protocol == bpf.ProtoICMP || r.Protocol == bpf.ProtoICMPv6) && (r.FragFlags&bpf.FragNotFirst == 0 || r.Flags&bpf.RecFragPorts != 0) {
 		sp, dp, twoWay = icmpPorts(r.Protocol, sp, dp)
 	}
 	k.ifindex = r.Ifindex

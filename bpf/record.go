@@ -60,6 +60,9 @@ const (
 const (
 	RecL4Truncated = 0x01 // L4 header (or IPv4 options / an IPv6 extension header) cut short
 	RecExtLimit    = 0x02 // more IPv6 extension headers than the parser walks
+	// RecFragPorts is set in user space, never by the kernel: the ports of this
+	// later fragment were copied from its datagram's first fragment.
+	RecFragPorts = 0x80
 )
 
 // TCP flag bits as they appear in TCPFlags.
