@@ -117,11 +117,25 @@ func (t *Table) Add(r *bpf.Record) {
 	t.stats.Bytes += uint64(r.WireLen)
 
 	e := t.flows[k]
-	if e != nil && e.closing && r.Protocol == bpf.ProtoTCP && r.TCPFlags&(bpf.TCPSyn|bpf.TCPAck) == bpf.TCPSyn {
-		// A new connection on the tuple of a closed one: report the old one
-		// now rather than merging two connections into one flow.
-		t.pending = append(t.pending, t.finish(e, EndRestart))
-		e = nil
+	if e != nil {
+		// Timeouts that passed before this packet apply now, whenever the next
+		// Expire comes: the packet then starts a new flow (or report) exactly as
+		// if expiry had run at the deadline.
+		switch {
+		case e.closing && r.Protocol == bpf.ProtoTCP && r.TCPFlags&(bpf.TCPSyn|bpf.TCPAck) == bpf.TCPSyn:
+			// A new connection on the tuple of a closed one: report the old one
+			// now rather than merging two connections into one flow.
+			t.pending = append(t.pending, t.finish(e, EndRestart))
+			e = nil
+		case e.closing && ts-e.closeAt >= t.linger:
+			t.pending = append(t.pending, t.finish(e, EndTCPClose))
+			e = nil
+		case ts-e.last >= t.idle:
+			t.pending = append(t.pending, t.finish(e, EndIdle))
+			e = nil
+		case !e.empty() && ts-e.start >= t.active:
+			t.pending = append(t.pending, t.activeReport(e))
+		}
 	}
 	if e == nil {
 		e = t.create(&k, fwd, r, ts)
@@ -200,13 +214,18 @@ func (t *Table) Expire(now time.Time, emit func(Flow)) {
 		emit(t.finish(e, EndIdle))
 	}
 	for e := t.back(activeList); e != nil && n-e.start >= t.active; e = t.back(activeList) {
-		emit(t.report(e, false, EndActive))
-		// The flow goes on with a fresh report; its next packet starts it
-		// and puts the flow back on the active list.
-		e.seq++
-		e.packets, e.bytes, e.flags = [2]uint64{}, [2]uint64{}, [2]uint8{}
-		unlink(activeList, e)
+		emit(t.activeReport(e))
 	}
+}
+
+// activeReport reports e with Final false and starts its next report: the
+// flow's next packet starts it and puts the flow back on the active list.
+func (t *Table) activeReport(e *entry) Flow {
+	f := t.report(e, false, EndActive)
+	e.seq++
+	e.packets, e.bytes, e.flags = [2]uint64{}, [2]uint64{}, [2]uint8{}
+	unlink(activeList, e)
+	return f
 }
 
 // Flush emits every flow as Final with EndShutdown, least recently seen

@@ -192,12 +192,16 @@ func TestIdleExpiresOnlyDueFlows(t *testing.T) {
 	for i := range 10 {
 		tb.Add(pkt{at: time.Duration(i) * time.Second, src: fmt.Sprintf("10.0.0.%d:1", i+1), dst: "10.1.0.1:2"}.rec())
 	}
-	tb.Add(pkt{at: 12 * time.Second, src: "10.0.0.1:1", dst: "10.1.0.1:2"}.rec()) // refresh the oldest
-	got := expire(tb, 15*time.Second)                                             // due: last packet <= 5s
-	if len(got) != 5 {
-		t.Fatalf("expired %d flows, want 5 (10.0.0.2 .. 10.0.0.6)", len(got))
+	tb.Add(pkt{at: 9 * time.Second, src: "10.0.0.1:1", dst: "10.1.0.1:2"}.rec())  // refresh the oldest
+	tb.Add(pkt{at: 20 * time.Second, src: "10.0.0.10:1", dst: "10.1.0.1:2"}.rec()) // idle since 9s: a new flow
+	got := expire(tb, 15*time.Second)                                              // due: last packet <= 5s
+	if len(got) != 6 {
+		t.Fatalf("expired %d flows, want 6 (10.0.0.10's first flow, then 10.0.0.2 .. 10.0.0.6)", len(got))
 	}
-	for i, f := range got {
+	if f := got[0]; f.Src != netip.AddrFrom4([4]byte{10, 0, 0, 10}) || f.EndReason != EndIdle || f.Packets() != 1 {
+		t.Errorf("first report %+v, want 10.0.0.10's flow ended idle when its next packet came", f)
+	}
+	for i, f := range got[1:] {
 		if want := netip.AddrFrom4([4]byte{10, 0, 0, byte(i + 2)}); f.Src != want {
 			t.Errorf("expired #%d is %v, want %v (oldest first)", i, f.Src, want)
 		}
@@ -230,10 +234,11 @@ func TestActiveTimeout(t *testing.T) {
 	if len(got) != 4 {
 		t.Fatalf("got %d reports, want 4: %+v", len(got), got)
 	}
-	// Reports end at 60s, 121s, 182s: each window starts with the first
-	// packet after the previous report.
-	wantStart := []time.Duration{0, 61 * time.Second, 122 * time.Second, 183 * time.Second}
-	wantEnd := []time.Duration{60 * time.Second, 121 * time.Second, 182 * time.Second, end}
+	// Each report covers [start, start+active): the packet at 60s is the
+	// first one past the deadline, so it closes the report before it is
+	// counted, and starts the next one.
+	wantStart := []time.Duration{0, 60 * time.Second, 120 * time.Second, 180 * time.Second}
+	wantEnd := []time.Duration{59 * time.Second, 119 * time.Second, 179 * time.Second, end}
 	var packets, bytes uint64
 	for i, f := range got {
 		if f.ID != got[0].ID || f.Seq != uint32(i) {
