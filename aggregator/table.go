@@ -228,12 +228,16 @@ func (t *Table) activeReport(e *entry) Flow {
 	return f
 }
 
-// Flush emits every flow as Final with EndShutdown, least recently seen
-// first, and leaves the table empty. Reports held by Add come first.
+// Flush emits every flow as Final with EndShutdown (EndTCPClose for TCP flows
+// already closed), least recently seen first, and leaves the table empty. Reports held by Add come first.
 func (t *Table) Flush(emit func(Flow)) {
 	t.drain(emit)
 	for e := t.back(idleList); e != nil; e = t.back(idleList) {
-		emit(t.finish(e, EndShutdown))
+		reason := EndShutdown
+		if e.closing {
+			reason = EndTCPClose // closed before the input ended
+		}
+		emit(t.finish(e, reason))
 	}
 }
 

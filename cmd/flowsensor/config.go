@@ -33,6 +33,11 @@ type Config struct {
 	ParquetRows    int           `yaml:"parquet_max_rows"`
 	ParquetAge     time.Duration `yaml:"parquet_max_age"`
 	Shards         int           `yaml:"shards"` // flow table shards; default one per CPU
+
+	// replay
+	StateFile       string        `yaml:"state_file"`       // --watch: finished files; default <out>/replay-state.jsonl
+	WatchPoll       time.Duration `yaml:"watch_poll"`       // --watch: how often to look for new files
+	ReplayInterface string        `yaml:"replay_interface"` // interface name for captures without one
 }
 
 // DefaultConfig is the embedded default: no external service needed.
@@ -49,6 +54,7 @@ func DefaultConfig() Config {
 		PinRoot:        loader.DefaultPinRoot,
 		ParquetRows:    1_000_000,
 		ParquetAge:     time.Minute,
+		WatchPoll:      2 * time.Second,
 	}
 }
 
@@ -68,6 +74,7 @@ func (c *Config) Validate() error {
 		{"duration", c.Duration, 0},
 		{"status_interval", c.StatusInterval, 0},
 		{"parquet_max_age", c.ParquetAge, time.Millisecond},
+		{"watch_poll", c.WatchPoll, time.Millisecond},
 	} {
 		if d.v < d.min {
 			return fmt.Errorf("%s: %v is too small (minimum %v)", d.name, d.v, d.min)

@@ -29,7 +29,7 @@ func newRootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newRunCmd(), newVersionCmd())
+	root.AddCommand(newRunCmd(), newReplayCmd(), newVersionCmd())
 	return root
 }
 
@@ -50,20 +50,37 @@ var flagFields = map[string]string{
 	"parquet-max-rows": "parquet_max_rows",
 	"parquet-max-age":  "parquet_max_age",
 	"shards":           "shards",
+	"state":            "state_file",
+	"poll":             "watch_poll",
+	"interface-name":   "replay_interface",
 }
 
+// bindRunFlags binds the flags of `flowsensor run`.
 func bindRunFlags(fs *pflag.FlagSet, c *Config) {
 	fs.StringArrayVarP(&c.Interfaces, "interface", "i", nil, "interface to watch (repeatable; default: the one holding the default route)")
-	fs.StringVar(&c.Out, "out", c.Out, "output directory; Parquet flows go to OUT/flows/dt=YYYY-MM-DD/hour=HH/")
 	fs.StringVar(&c.XDPMode, "xdp-mode", c.XDPMode, "XDP attach mode: auto (native, else generic), native or generic")
-	fs.DurationVar(&c.IdleTimeout, "idle-timeout", c.IdleTimeout, "end a flow after this long without packets")
-	fs.DurationVar(&c.ActiveTimeout, "active-timeout", c.ActiveTimeout, "report a long flow this often (final=false rows)")
-	fs.DurationVar(&c.TCPLinger, "tcp-linger", c.TCPLinger, "keep a TCP flow this long after FIN both ways or RST")
 	fs.DurationVar(&c.Duration, "duration", c.Duration, "stop after this long (0: run until SIGINT/SIGTERM)")
 	fs.DurationVar(&c.StatusInterval, "status-interval", c.StatusInterval, "print a status line to stderr this often (0: never)")
 	fs.IntVar(&c.RingMiB, "ring-mib", c.RingMiB, "ring buffer size per interface in MiB (power of two)")
 	fs.IntVar(&c.ClockEvery, "clock-every", c.ClockEvery, "a busy CPU timestamps every Nth packet with a fresh clock reading (1: every packet)")
 	fs.StringVar(&c.PinRoot, "pin-root", c.PinRoot, `pin maps under PIN-ROOT/<interface>/ ("-": do not pin)`)
+	bindFlowFlags(fs, c)
+}
+
+// bindReplayFlags binds the flags of `flowsensor replay`.
+func bindReplayFlags(fs *pflag.FlagSet, c *Config) {
+	fs.StringVar(&c.StateFile, "state", c.StateFile, "with --watch: file remembering finished captures (default OUT/replay-state.jsonl)")
+	fs.DurationVar(&c.WatchPoll, "poll", c.WatchPoll, "with --watch: how often to look for new files")
+	fs.StringVar(&c.ReplayInterface, "interface-name", c.ReplayInterface, "interface name for captures that carry none (default: the file name)")
+	bindFlowFlags(fs, c)
+}
+
+// bindFlowFlags binds what run and replay share: flow timeouts and output.
+func bindFlowFlags(fs *pflag.FlagSet, c *Config) {
+	fs.StringVar(&c.Out, "out", c.Out, "output directory; Parquet flows go to OUT/flows/dt=YYYY-MM-DD/hour=HH/")
+	fs.DurationVar(&c.IdleTimeout, "idle-timeout", c.IdleTimeout, "end a flow after this long without packets")
+	fs.DurationVar(&c.ActiveTimeout, "active-timeout", c.ActiveTimeout, "report a long flow this often (final=false rows)")
+	fs.DurationVar(&c.TCPLinger, "tcp-linger", c.TCPLinger, "keep a TCP flow this long after FIN both ways or RST")
 	fs.IntVar(&c.ParquetRows, "parquet-max-rows", c.ParquetRows, "close a Parquet file after this many rows")
 	fs.DurationVar(&c.ParquetAge, "parquet-max-age", c.ParquetAge, "close a Parquet file when its oldest row is this old")
 	fs.IntVar(&c.Shards, "shards", c.Shards, "flow table shards (0: one per CPU)")

@@ -18,8 +18,6 @@ import (
 	"github.com/flowsensor/flowsensor/aggregator"
 	"github.com/flowsensor/flowsensor/bpf"
 	"github.com/flowsensor/flowsensor/loader"
-	"github.com/flowsensor/flowsensor/sinks"
-	"github.com/flowsensor/flowsensor/sinks/parquet"
 )
 
 func newRunCmd() *cobra.Command {
@@ -56,12 +54,11 @@ and the program is detached. Needs root (CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON).`,
 // sensor is one live run: probes on interfaces feeding one aggregator whose
 // flows go through a queue to the Parquet sink.
 type sensor struct {
-	cfg     Config
-	log     io.Writer
-	probes  []*loader.Probe
-	agg     *aggregator.Aggregator
-	parquet *parquet.Sink
-	queue   *sinks.Queue
+	cfg    Config
+	log    io.Writer
+	probes []*loader.Probe
+	agg    *aggregator.Aggregator
+	out    *output
 }
 
 func runSensor(ctx context.Context, cfg Config, stderr io.Writer) (err error) {
@@ -74,11 +71,9 @@ func runSensor(ctx context.Context, cfg Config, stderr io.Writer) (err error) {
 		return err
 	}
 	// Output first: a bad --out must fail before anything is attached.
-	if s.parquet, err = parquet.New(parquet.Config{Dir: cfg.Out, MaxRows: cfg.ParquetRows, MaxAge: cfg.ParquetAge}); err != nil {
+	if s.out, err = openOutput(cfg, slog.New(slog.NewTextHandler(stderr, nil))); err != nil {
 		return err
 	}
-	logger := slog.New(slog.NewTextHandler(stderr, nil))
-	s.queue = sinks.NewQueue(s.parquet, sinks.QueueConfig{Name: "parquet", Logger: logger})
 	defer func() {
 		if cerr := s.closeProbes(); cerr != nil {
 			err = errors.Join(err, cerr)
@@ -93,7 +88,7 @@ func runSensor(ctx context.Context, cfg Config, stderr io.Writer) (err error) {
 			PinRoot:    cfg.PinRoot,
 		})
 		if err != nil {
-			return errors.Join(err, s.queue.Close(context.Background()))
+			return errors.Join(err, s.out.close(context.Background()))
 		}
 		s.probes = append(s.probes, p)
 		names[uint32(p.Ifindex)] = p.Interface
@@ -110,10 +105,7 @@ func runSensor(ctx context.Context, cfg Config, stderr io.Writer) (err error) {
 		TCPLinger:     cfg.TCPLinger,
 		Shards:        cfg.Shards,
 		InterfaceName: func(ifindex uint32) string { return names[ifindex] },
-	}, func(flows []aggregator.Flow) {
-		// Never blocks; a full queue counts and logs its drops itself.
-		_ = s.queue.Write(context.Background(), flows)
-	})
+	}, s.out.emit)
 
 	readErr := s.read(ctx)
 
@@ -121,7 +113,7 @@ func runSensor(ctx context.Context, cfg Config, stderr io.Writer) (err error) {
 	s.agg.Close()
 	closeCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	sinkErr := s.queue.Close(closeCtx)
+	sinkErr := s.out.close(closeCtx)
 	fmt.Fprintln(stderr, s.status("stopped", nil))
 	return errors.Join(readErr, sinkErr)
 }
@@ -183,7 +175,7 @@ func (s *sensor) read(ctx context.Context) error {
 		case now := <-tick.C:
 			s.agg.Tick(now)
 			// Commit Parquet files whose rows are old enough even when no new flows arrive.
-			if err := s.parquet.Flush(ctx); err != nil && ctx.Err() == nil {
+			if err := s.out.tick(ctx); err != nil && ctx.Err() == nil {
 				fmt.Fprintf(s.log, "flowsensor: %v (rows stay buffered and are retried)\n", err)
 			}
 		case <-status:
@@ -242,15 +234,17 @@ func (s *sensor) status(prefix string, last *statusSnapshot) string {
 	if s.agg != nil {
 		as = s.agg.Stats()
 	}
-	qs := s.queue.Stats()
-	ps := s.parquet.Stats()
 	k := now.kernel
-	line := fmt.Sprintf("flowsensor: packets %d%s in flows %d | flows active %d reported %d | not flows: non-ip %d malformed %d | drops: ring %d queue %d | parquet rows %d files %d",
+	line := fmt.Sprintf("flowsensor: packets %d%s in flows %d | flows active %d reported %d | not flows: non-ip %d malformed %d | drops: ring %d queue %d | %s",
 		k[bpf.CounterSeen], rate, now.packets, as.ActiveFlows, as.Reports,
-		k[bpf.CounterNonIP], k[bpf.CounterTruncL2]+k[bpf.CounterTruncL3]+k[bpf.CounterBadL3]+k[bpf.CounterTooDeep],
-		k[bpf.CounterRingbufFull], qs.Dropped, ps.RowsWritten, ps.FilesWritten)
+		k[bpf.CounterNonIP], malformed(&k), k[bpf.CounterRingbufFull], s.out.dropped(), s.out.status())
 	if prefix != "" {
 		line += " | " + prefix
 	}
 	return line
+}
+
+// malformed counts frames whose L2 or L3 headers were cut short or invalid.
+func malformed(k *bpf.Counters) uint64 {
+	return k[bpf.CounterTruncL2] + k[bpf.CounterTruncL3] + k[bpf.CounterBadL3] + k[bpf.CounterTooDeep]
 }

@@ -1,0 +1,229 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/gopacket/gopacket/layers"
+
+	"github.com/flowsensor/flowsensor/capture"
+	"github.com/flowsensor/flowsensor/internal/corpus"
+	"github.com/flowsensor/flowsensor/sinks/parquet"
+)
+
+// pairKey is a TCP/UDP conversation as argus and pmacct can be compared on:
+// protocol and the unordered pair of endpoints (plus the outer VLAN for pmacct).
+type pairKey struct {
+	vlan   int32
+	proto  int32
+	lo, hi string // "addr:port", lo < hi
+}
+
+func newPairKey(vlan, proto int32, a string, ap int, b string, bp int) pairKey {
+	x, y := endpoint(a, ap), endpoint(b, bp)
+	if y < x {
+		x, y = y, x
+	}
+	return pairKey{vlan, proto, x, y}
+}
+
+func endpoint(addr string, port int) string {
+	if a, err := netip.ParseAddr(addr); err == nil {
+		addr = a.Unmap().String()
+	}
+	return addr + ":" + strconv.Itoa(port)
+}
+
+// oracleDiff is a known, explained disagreement between flowsensor and
+// another tool on one capture: how many TCP/UDP conversations differ, and why.
+// The counts are exact so that any change is looked at again.
+type oracleDiff struct {
+	flows int
+	cause string
+}
+
+// Differences with argus (racluster, bidirectional, frame bytes, VLAN not in
+// the key) and pmacct (pmacctd, unidirectional, outer VLAN in the key, IP
+// bytes, so only packets are compared), per capture. See README, "Checked
+// against independent tools".
+var (
+	argusDiffs = map[string]oracleDiff{
+		"dns-fragmented-v4-v6.pcap": {6, "IPv6 fragments: flowsensor counts a later fragment in its datagram's flow " +
+			"(by fragment ID, like tshark's Community ID of the first fragment); argus keys it apart with port 0"},
+		"gre-sample.pcap": {5, "argus decapsulates GRE and reports the inner conversations; flowsensor reports the " +
+			"outer GRE flow (protocol 47), as tshark's conv,ip does"},
+		"ipv4-frags-rawip4-dns.pcap":    {41, "argus cannot read link type IPv4 (228): no output"},
+		"pcapng-multi-interface.pcapng": {15, "libpcap stops at the first interface of another link type: argus read no packet"},
+	}
+	pmacctDiffs = map[string]oracleDiff{
+		"ipv4-frags-rawip4-dns.pcap":    {41, "pmacctd cannot read link type IPv4 (228): no output"},
+		"pcapng-multi-interface.pcapng": {15, "libpcap stops at the first interface of another link type: pmacctd read no packet"},
+		"null-loopback-v4v6.pcap": {5, "pmacctd cannot aggregate on VLAN for link type NULL, so its table has no VLAN " +
+			"column, and it ignores IPv6 with address family 30"},
+	}
+)
+
+// TestOracleArgusPmacct compares per-conversation TCP/UDP packet (and for
+// argus byte) counts with the stored argus and pmacct outputs; every
+// difference must be one of the explained ones above.
+func TestOracleArgusPmacct(t *testing.T) {
+	dir, _ := corpus.Dir()
+	captures, err := corpus.Captures(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range captures {
+		name := filepath.Base(path)
+		if strings.HasPrefix(name, "corrupt-") {
+			continue
+		}
+		t.Run(name, func(t *testing.T) {
+			rows, stderr, err := replayForTest(t, path)
+			if err != nil {
+				t.Fatalf("replay: %v\n%s", err, stderr)
+			}
+			ours, oursByVLAN := conversations(rows)
+			// argus counts bytes from the end of a Linux cooked or NULL
+			// header; tshark and flowsensor count the whole captured frame.
+			if hdr := linkHeaderBytes(t, path); hdr > 0 {
+				for k, c := range ours {
+					c.bytes -= c.packets * hdr
+					ours[k] = c
+				}
+			}
+			if argus, err := argusFlows(path + ".argus-flows.csv"); err == nil {
+				checkDiff(t, "argus", argusDiffs[name], ours, argus, true)
+			}
+			if pm, err := pmacctFlows(path + ".pmacct-flows.csv"); err == nil {
+				checkDiff(t, "pmacct", pmacctDiffs[name], oursByVLAN, pm, false)
+			}
+		})
+	}
+}
+
+func conversations(rows []parquet.Row) (noVLAN, byVLAN map[pairKey]counts) {
+	noVLAN, byVLAN = map[pairKey]counts{}, map[pairKey]counts{}
+	for _, r := range rows {
+		if r.Protocol != 6 && r.Protocol != 17 {
+			continue
+		}
+		for _, m := range []struct {
+			m    map[pairKey]counts
+			vlan int32
+		}{{noVLAN, 0}, {byVLAN, r.VLANID}} {
+			k := newPairKey(m.vlan, r.Protocol, r.SrcIP, int(r.SrcPort), r.DstIP, int(r.DstPort))
+			c := m.m[k]
+			c.packets += r.Packets
+			c.bytes += r.Bytes
+			m.m[k] = c
+		}
+	}
+	return noVLAN, byVLAN
+}
+
+func checkDiff(t *testing.T, tool string, known oracleDiff, ours, theirs map[pairKey]counts, compareBytes bool) {
+	t.Helper()
+	keys := map[pairKey]bool{}
+	for k := range ours {
+		keys[k] = true
+	}
+	for k := range theirs {
+		keys[k] = true
+	}
+	var diffs []string
+	for k := range keys {
+		o, th := ours[k], theirs[k]
+		if o.packets != th.packets || compareBytes && o.bytes != th.bytes {
+			diffs = append(diffs, fmt.Sprintf("%v: ours %d pkts %d bytes, %s %d pkts %d bytes", k, o.packets, o.bytes, tool, th.packets, th.bytes))
+		}
+	}
+	sort.Strings(diffs)
+	t.Logf("%s: %d of %d TCP/UDP conversations agree", tool, len(keys)-len(diffs), len(keys))
+	if len(diffs) != known.flows {
+		t.Errorf("%s: %d conversations differ, %d explained (%q)", tool, len(diffs), known.flows, known.cause)
+		for i, d := range diffs {
+			if i == 10 {
+				break
+			}
+			t.Log(d)
+		}
+	}
+}
+
+func argusFlows(path string) (map[pairKey]counts, error) {
+	return readCSV(path, func(f []string) (pairKey, counts, bool) {
+		// StartTime,LastTime,Proto,SrcAddr,Sport,Dir,DstAddr,Dport,SrcPkts,DstPkts,SrcBytes,DstBytes,State
+		if len(f) < 13 || (f[2] != "6" && f[2] != "17") {
+			return pairKey{}, counts{}, false
+		}
+		proto, _ := strconv.Atoi(f[2])
+		sp, _ := strconv.Atoi(f[4])
+		dp, _ := strconv.Atoi(f[7])
+		n := func(s string) int64 { v, _ := strconv.ParseInt(s, 10, 64); return v }
+		return newPairKey(0, int32(proto), f[3], sp, f[6], dp), counts{n(f[8]) + n(f[9]), n(f[10]) + n(f[11])}, true
+	})
+}
+
+func pmacctFlows(path string) (map[pairKey]counts, error) {
+	return readCSV(path, func(f []string) (pairKey, counts, bool) {
+		// VLAN,SRC_IP,DST_IP,SRC_PORT,DST_PORT,PROTOCOL,PACKETS,BYTES
+		if len(f) < 8 || (f[5] != "tcp" && f[5] != "udp") {
+			return pairKey{}, counts{}, false
+		}
+		proto := map[string]int32{"tcp": 6, "udp": 17}[f[5]]
+		vlan, _ := strconv.Atoi(f[0])
+		sp, _ := strconv.Atoi(f[3])
+		dp, _ := strconv.Atoi(f[4])
+		pk, _ := strconv.ParseInt(f[6], 10, 64)
+		return newPairKey(int32(vlan), proto, f[1], sp, f[2], dp), counts{packets: pk}, true
+	})
+}
+
+func readCSV(path string, parse func([]string) (pairKey, counts, bool)) (map[pairKey]counts, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	m := map[pairKey]counts{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		k, c, ok := parse(strings.Split(sc.Text(), ","))
+		if !ok {
+			continue
+		}
+		s := m[k]
+		s.packets += c.packets
+		s.bytes += c.bytes
+		m[k] = s
+	}
+	return m, sc.Err()
+}
+
+// linkHeaderBytes is the link header length of a non-Ethernet capture that
+// argus leaves out of its byte counts.
+func linkHeaderBytes(t *testing.T, path string) int64 {
+	r, err := capture.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	var p capture.Packet
+	if r.Next(&p) != nil {
+		return 0
+	}
+	switch p.LinkType {
+	case layers.LinkTypeLinuxSLL:
+		return 16
+	case layers.LinkTypeNull:
+		return 4
+	}
+	return 0
+}
