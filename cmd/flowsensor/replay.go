@@ -212,6 +212,11 @@ func (rp *replayer) watch(ctx context.Context, paths []string) error {
 				if ctx.Err() != nil || state.Done(id) {
 					continue
 				}
+				if time.Since(time.Unix(0, id.ModTime)) < rp.cfg.WatchPoll {
+					// Changed within the last poll: a writer that does not use a
+					// hidden name may still be at it. Take it next time.
+					continue
+				}
 				found = true
 				packets, ferr := rp.file(id.Path)
 				entry := capture.StateEntry{FileID: id, Finished: time.Now().UTC(), Packets: packets}
