@@ -29,7 +29,7 @@ func newRootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newRunCmd(), newReplayCmd(), newVersionCmd())
+	root.AddCommand(newRunCmd(), newReplayCmd(), newCompactCmd(), newVersionCmd())
 	return root
 }
 
