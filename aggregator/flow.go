@@ -54,6 +54,7 @@ type Flow struct {
 	DstBytes    uint64
 	SrcTCPFlags uint8 // OR of the flags Src sent in this report
 	DstTCPFlags uint8
+	MaxPacket   uint32 // longest packet of this report, wire length
 	Final       bool
 	EndReason   EndReason
 	// CommunityID is the flow's Community ID v1 (seed 0), to join with Zeek,

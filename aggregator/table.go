@@ -39,6 +39,7 @@ type entry struct {
 	end     int64    // last packet of the current report
 	last    int64    // last packet of the flow, for the idle timeout
 	flags   [2]uint8 // TCP flags of the current report
+	maxLen  uint32   // longest packet of the current report (wire length)
 	fin     uint8    // bit d: direction d sent a FIN
 	closing bool
 	srcIsLo bool // Src is the key's lo endpoint
@@ -155,6 +156,7 @@ func (t *Table) Add(r *bpf.Record) {
 	e.packets[d]++
 	e.bytes[d] += uint64(r.WireLen)
 	e.flags[d] |= r.TCPFlags
+	e.maxLen = max(e.maxLen, r.WireLen)
 	e.last = max(e.last, ts)
 	t.moveToFront(idleList, e)
 
@@ -223,7 +225,7 @@ func (t *Table) Expire(now time.Time, emit func(Flow)) {
 func (t *Table) activeReport(e *entry) Flow {
 	f := t.report(e, false, EndActive)
 	e.seq++
-	e.packets, e.bytes, e.flags = [2]uint64{}, [2]uint64{}, [2]uint8{}
+	e.packets, e.bytes, e.flags, e.maxLen = [2]uint64{}, [2]uint64{}, [2]uint8{}, 0
 	unlink(activeList, e)
 	return f
 }
@@ -297,6 +299,7 @@ func (t *Table) report(e *entry, final bool, reason EndReason) Flow {
 		DstBytes:    e.bytes[1],
 		SrcTCPFlags: e.flags[0],
 		DstTCPFlags: e.flags[1],
+		MaxPacket:   e.maxLen,
 		Final:       final,
 		EndReason:   reason,
 		CommunityID: communityID(k),

@@ -37,7 +37,7 @@ func TestBidirectionalMerge(t *testing.T) {
 				Src: ap.Addr(), Dst: bp.Addr(), SrcPort: 40000, DstPort: 80,
 				Protocol: bpf.ProtoTCP, IPVersion: f.IPVersion, Ifindex: 1,
 				SrcPackets: 3, SrcBytes: 612, DstPackets: 2, DstBytes: 1560,
-				SrcTCPFlags: bpf.TCPSyn | bpf.TCPAck | bpf.TCPPsh, DstTCPFlags: bpf.TCPSyn | bpf.TCPAck,
+				SrcTCPFlags: bpf.TCPSyn | bpf.TCPAck | bpf.TCPPsh, DstTCPFlags: bpf.TCPSyn | bpf.TCPAck, MaxPacket: 1500,
 				Final: true, EndReason: EndShutdown, CommunityID: f.CommunityID,
 			}
 			if len(f.CommunityID) != 30 || f.CommunityID[:2] != "1:" {
@@ -192,7 +192,7 @@ func TestIdleExpiresOnlyDueFlows(t *testing.T) {
 	for i := range 10 {
 		tb.Add(pkt{at: time.Duration(i) * time.Second, src: fmt.Sprintf("10.0.0.%d:1", i+1), dst: "10.1.0.1:2"}.rec())
 	}
-	tb.Add(pkt{at: 9 * time.Second, src: "10.0.0.1:1", dst: "10.1.0.1:2"}.rec())  // refresh the oldest
+	tb.Add(pkt{at: 9 * time.Second, src: "10.0.0.1:1", dst: "10.1.0.1:2"}.rec())   // refresh the oldest
 	tb.Add(pkt{at: 20 * time.Second, src: "10.0.0.10:1", dst: "10.1.0.1:2"}.rec()) // idle since 9s: a new flow
 	got := expire(tb, 15*time.Second)                                              // due: last packet <= 5s
 	if len(got) != 6 {

@@ -36,8 +36,13 @@ var tunnelled = map[string]bool{
 // that no flow is split by time, and returns the rows it wrote.
 func replayForTest(t *testing.T, paths ...string) ([]parquet.Row, string, error) {
 	t.Helper()
+	return replayForTestIn(t, t.TempDir(), paths...)
+}
+
+func replayForTestIn(t *testing.T, out string, paths ...string) ([]parquet.Row, string, error) {
+	t.Helper()
 	cfg := DefaultConfig()
-	cfg.Out = t.TempDir()
+	cfg.Out = out
 	cfg.IdleTimeout, cfg.ActiveTimeout = 24*time.Hour, 24*time.Hour
 	var stderr bytes.Buffer
 	err := runReplay(context.Background(), cfg, paths, false, &stderr)

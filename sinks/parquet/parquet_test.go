@@ -136,6 +136,7 @@ func TestSchema(t *testing.T) {
 		"required int64 bytes (INT(64,true));",
 		"required int32 src_tcp_flags (INT(32,true));",
 		"required int32 dst_tcp_flags (INT(32,true));",
+		"required int32 max_packet_bytes (INT(32,true));",
 		"required boolean final;",
 		"required binary end_reason (STRING);",
 		"required binary community_id (STRING);",

@@ -40,6 +40,7 @@ type Row struct {
 	Bytes       int64     `parquet:"bytes"`
 	SrcTCPFlags int32     `parquet:"src_tcp_flags"`
 	DstTCPFlags int32     `parquet:"dst_tcp_flags"`
+	MaxPacket   int32     `parquet:"max_packet_bytes"` // longest packet of the report
 	Final       bool      `parquet:"final"`
 	EndReason   string    `parquet:"end_reason,dict"` // aggregator.EndReason.String()
 	CommunityID string    `parquet:"community_id"`    // Community ID v1, seed 0
@@ -69,6 +70,7 @@ func RowFromFlow(f *aggregator.Flow) Row {
 		Bytes:       int64(f.Bytes()),
 		SrcTCPFlags: int32(f.SrcTCPFlags),
 		DstTCPFlags: int32(f.DstTCPFlags),
+		MaxPacket:   int32(f.MaxPacket),
 		Final:       f.Final,
 		EndReason:   f.EndReason.String(),
 		CommunityID: f.CommunityID,

@@ -371,8 +371,8 @@ func (s *Spool) Append(recs ...[]byte) (int, error) {
 				full = true
 				break
 			}
-			if n > 0 && seg.size+size+frame > s.opt.SegmentBytes {
-				break
+			if (n > 0 || seg.records > 0) && seg.size+size+frame > s.opt.SegmentBytes {
+				break // the next segment takes it
 			}
 			var h [headerLen]byte
 			binary.LittleEndian.PutUint32(h[0:4], uint32(len(rec)))
