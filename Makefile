@@ -29,7 +29,9 @@ test: deps ## run every test layer: units, BPF_PROG_TEST_RUN, netns lab, oracles
 
 bench: ## kernel ns/packet beside an empty XDP program, and the Go hot paths (root)
 	$(GO) test -run='^$$' -bench='XDP|RingDrain' -benchtime=15x ./loader/
-	$(GO) test -run='^$$' -bench=. -benchmem ./bpf/ ./aggregator/ ./sinks/...
+	$(GO) test -run='^$$' -bench=. -benchmem ./bpf/ ./aggregator/ ./sinks/ ./sinks/parquet/
+	$(GO) test -run='^$$' -bench=Replay -benchtime=20x ./cmd/flowsensor/
+	@if [ -d ../shared/corpus/public ]; then scripts/bench-replay.sh 9; else echo "bench-replay: ../shared/corpus/public not here, skipped"; fi
 
 lint: ## gofmt, go vet, and the dependency arrows of DESIGN.md
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '_bpfe[lb]\.go$$')); \

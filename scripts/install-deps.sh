@@ -14,7 +14,7 @@ run) ;;
 gen) want clang; want llvm; want libbpf-dev; want linux-libc-dev ;;
 test)
 	want clang; want llvm; want libbpf-dev; want linux-libc-dev; want bpftool
-	want iproute2; want iputils-ping; want util-linux; want python3-pip
+	want iproute2; want iputils-ping; want util-linux; want python3-pip; want tshark
 	;;
 *) echo "usage: $0 run|test|gen" >&2; exit 2 ;;
 esac
