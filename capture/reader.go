@@ -227,46 +227,75 @@ func (r *Reader) formatError(err error) *FormatError {
 	return fe
 }
 
-// locatePCAPNGDamage returns the offset of the first block whose header is
-// invalid or which runs past the end of the file.
+// locatePCAPNGDamage returns the offset of the first block that is
+// damaged: a header that is invalid, a block that runs past the end of the
+// file, a trailer that disagrees with the header, or options that do not fit
+// in their block.
 func locatePCAPNGDamage(path string) (int64, bool) {
-	f, err := os.Open(path)
+	data, err := os.ReadFile(path)
 	if err != nil {
 		return 0, false
 	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return 0, false
-	}
-	size := st.Size()
 	var order binary.ByteOrder = binary.LittleEndian
-	var hdr [12]byte
-	for off := int64(0); ; {
-		if off == size {
-			return 0, false // every block is whole: the damage is inside one
+	for off := 0; off < len(data); {
+		if len(data)-off < 12 {
+			return int64(off), true
 		}
-		if _, err := f.ReadAt(hdr[:], off); err != nil {
-			return off, true
-		}
-		if binary.LittleEndian.Uint32(hdr[0:4]) == magicPCAPNG {
+		typ := binary.LittleEndian.Uint32(data[off:])
+		if typ == magicPCAPNG {
 			// A section header says the byte order of its section.
-			if binary.BigEndian.Uint32(hdr[8:12]) == 0x1a2b3c4d {
+			if binary.BigEndian.Uint32(data[off+8:]) == 0x1a2b3c4d {
 				order = binary.BigEndian
 			} else {
 				order = binary.LittleEndian
 			}
+		} else {
+			typ = order.Uint32(data[off:])
 		}
-		length := int64(order.Uint32(hdr[4:8]))
-		if length < 12 || length%4 != 0 || off+length > size {
-			return off, true
+		length := int(order.Uint32(data[off+4:]))
+		if length < 12 || length%4 != 0 || length > len(data)-off || int(order.Uint32(data[off+length-4:])) != length {
+			return int64(off), true
 		}
-		var trailer [4]byte
-		if _, err := f.ReadAt(trailer[:], off+length-4); err != nil || int64(order.Uint32(trailer[:])) != length {
-			return off, true
+		if !optionsFit(typ, data[off+8:off+length-4], order) {
+			return int64(off), true
 		}
 		off += length
 	}
+	return 0, false
+}
+
+// optionsFit checks that the options of a block body stay inside it.
+func optionsFit(typ uint32, body []byte, order binary.ByteOrder) bool {
+	var start int
+	switch typ {
+	case magicPCAPNG: // section header: byte-order magic, version, section length
+		start = 16
+	case 1: // interface description: link type, reserved, snap length
+		start = 8
+	case 5: // interface statistics: interface, timestamp
+		start = 12
+	case 6: // enhanced packet: interface, timestamp, captured and original length, data
+		if len(body) < 20 {
+			return false
+		}
+		start = 20 + (int(order.Uint32(body[12:]))+3)&^3
+	default:
+		return true
+	}
+	for pos := start; pos < len(body); {
+		if pos < 0 || len(body)-pos < 4 {
+			return pos == len(body)
+		}
+		code, n := order.Uint16(body[pos:]), int(order.Uint16(body[pos+2:]))
+		if code == 0 { // end of options
+			return true
+		}
+		pos += 4 + (n+3)&^3
+		if pos > len(body) {
+			return false
+		}
+	}
+	return true
 }
 
 // InterfaceNameFromPath is the interface name replay uses for a file without

@@ -141,6 +141,35 @@ func TestPCAPNGDamageOffset(t *testing.T) {
 	}
 }
 
+// TestPCAPNGOptionTooLong damages an option length inside the interface
+// block and checks the error points at that block.
+func TestPCAPNGOptionTooLong(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join(corpus.RepoRoot(), "testdata", "corpus", "qinq-8021ad.pcapng"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const idb = 0x88 // the section header is 0x88 bytes long
+	if data[idb] != 1 || data[idb+0x10] != 2 {
+		t.Fatalf("unexpected layout: % x", data[idb:idb+0x18])
+	}
+	data[idb+0x12] = 0xf0 // if_name length 0x39 -> 0xf0, past the block end
+	path := filepath.Join(t.TempDir(), "option.pcapng")
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var fe *FormatError
+	r, err := Open(path)
+	if err == nil {
+		defer r.Close()
+		var p Packet
+		for err = r.Next(&p); err == nil; err = r.Next(&p) {
+		}
+	}
+	if !errors.As(err, &fe) || fe.Offset != idb {
+		t.Fatalf("error %v, want one at byte offset %d", err, idb)
+	}
+}
+
 func TestL3(t *testing.T) {
 	ip4 := []byte{0x45, 0, 0, 20}
 	ip6 := []byte{0x60, 0, 0, 0}
