@@ -28,9 +28,11 @@ func (r EndReason) String() string {
 }
 
 // Flow is one report of a bidirectional flow. Src is the endpoint that sent
-// the first packet the sensor saw. A long flow is reported every active timeout
-// with Final false; each report carries only the counts since the previous
-// report of the same flow, so summing a flow's reports gives exact totals. A
+// the first packet the sensor saw, by timestamp: records can arrive out of
+// order, up to the kernel's batch flush interval apart. A long flow is
+// reported every active timeout with Final false; each report carries only
+// the counts since the previous report of the same flow, so summing a flow's
+// reports gives exact totals. A
 // Final report can carry no packets (Start = End = the last packet) when the
 // flow went quiet right after an active report: it only records the end.
 type Flow struct {

@@ -123,9 +123,10 @@ func (t *Table) Add(r *bpf.Record) {
 		// Expire comes: the packet then starts a new flow (or report) exactly as
 		// if expiry had run at the deadline.
 		switch {
-		case e.closing && r.Protocol == bpf.ProtoTCP && r.TCPFlags&(bpf.TCPSyn|bpf.TCPAck) == bpf.TCPSyn:
+		case e.closing && r.Protocol == bpf.ProtoTCP && r.TCPFlags&(bpf.TCPSyn|bpf.TCPAck) == bpf.TCPSyn && ts >= e.closeAt:
 			// A new connection on the tuple of a closed one: report the old one
-			// now rather than merging two connections into one flow.
+			// now rather than merging two connections into one flow. (A SYN
+			// from before the close is this connection's, arriving late.)
 			t.pending = append(t.pending, t.finish(e, EndRestart))
 			e = nil
 		case e.closing && ts-e.closeAt >= t.linger:
@@ -145,6 +146,16 @@ func (t *Table) Add(r *bpf.Record) {
 	d := 0
 	if fwd != e.srcIsLo {
 		d = 1
+		if ts < e.start && e.seq == 0 && !e.empty() {
+			// The other side sent first: records reach the table out of
+			// order when CPUs hand them over in batches (up to a flush
+			// interval apart). Src is the sender of the earliest packet.
+			e.reverse(r)
+			d = 0
+		}
+	}
+	if e.seq == 0 && !e.empty() && ts < e.start {
+		e.id = flowID(&e.key, ts) // hash of the first packet's time
 	}
 	if e.empty() {
 		e.start, e.end = ts, ts
@@ -170,6 +181,17 @@ func (t *Table) Add(r *bpf.Record) {
 			t.pushFront(closingList, e)
 		}
 	}
+}
+
+// reverse makes the other endpoint Src, r's sender, keeping the counts
+// with the side that sent them.
+func (e *entry) reverse(r *bpf.Record) {
+	e.srcIsLo = !e.srcIsLo
+	e.packets[0], e.packets[1] = e.packets[1], e.packets[0]
+	e.bytes[0], e.bytes[1] = e.bytes[1], e.bytes[0]
+	e.flags[0], e.flags[1] = e.flags[1], e.flags[0]
+	e.fin = e.fin&1<<1 | e.fin>>1
+	e.srcPort, e.dstPort = r.SrcPort, r.DstPort
 }
 
 // create adds a flow for the record, evicting the least recently seen flow

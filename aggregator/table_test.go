@@ -53,6 +53,32 @@ func TestBidirectionalMerge(t *testing.T) {
 	}
 }
 
+// TestOutOfOrderDirection feeds a conversation in the order per-CPU batches
+// can deliver it (a reply before its request): Src is still the sender of the
+// earliest packet, and the report equals the one of the in-order feed.
+func TestOutOfOrderDirection(t *testing.T) {
+	a, b := "10.0.0.2:40000", "10.0.0.1:80" // the initiator is the higher endpoint
+	pkts := []pkt{
+		{at: 0, src: a, dst: b, flags: bpf.TCPSyn, len: 60},
+		{at: 1 * ms, src: b, dst: a, flags: bpf.TCPSyn | bpf.TCPAck, len: 60},
+		{at: 2 * ms, src: a, dst: b, flags: bpf.TCPAck | bpf.TCPFin, len: 52},
+		{at: 3 * ms, src: b, dst: a, flags: bpf.TCPAck | bpf.TCPFin, len: 1500},
+	}
+	want := one(t, flush(feed(Config{}, pkts...)))
+	for _, order := range [][]int{{1, 0, 2, 3}, {1, 3, 0, 2}, {3, 1, 2, 0}} {
+		var shuffled []pkt
+		for _, i := range order {
+			shuffled = append(shuffled, pkts[i])
+		}
+		if got := one(t, flush(feed(Config{}, shuffled...))); got != want {
+			t.Errorf("order %v:\n got  %+v\nwant %+v", order, got, want)
+		}
+	}
+	if want.Src != netip.MustParseAddr("10.0.0.2") || want.SrcPackets != 2 || want.SrcTCPFlags != bpf.TCPSyn|bpf.TCPAck|bpf.TCPFin {
+		t.Errorf("in order: %+v", want)
+	}
+}
+
 func TestICMPFlows(t *testing.T) {
 	const a, b = "10.0.0.2", "10.0.0.1"
 	for _, tc := range []struct {

@@ -137,7 +137,8 @@ func (r *Record) SetAddrs(src, dst netip.Addr) {
 type Counter uint32
 
 // Counters, in enum order. Every packet lands in exactly one of the outcome
-// counters (CounterEmitted .. CounterTooDeep); CounterSeen is their sum.
+// counters (CounterEmitted .. CounterTooDeep); CounterSeen is their sum once
+// no record is staged in a partial batch (see Counters.Staged).
 const (
 	CounterSeen Counter = iota
 	CounterEmitted
@@ -183,6 +184,21 @@ func (c *Counters) Add(o *Counters) {
 	for i := range c {
 		c[i] += o[i]
 	}
+}
+
+// Staged is CounterSeen minus the outcome counters: records staged in a
+// partial batch in the kernel, not yet written (or frames a CPU is handling
+// right now). It is 0 whenever the program is idle and flushed. Counters read
+// while traffic flows are not one snapshot, so it is approximate then.
+func (c *Counters) Staged() uint64 {
+	var out uint64
+	for i := CounterEmitted; i <= CounterTooDeep; i++ {
+		out += c[i]
+	}
+	if out >= c[CounterSeen] {
+		return 0
+	}
+	return c[CounterSeen] - out
 }
 
 // Unrecorded is the number of packets that did not become a record, for any

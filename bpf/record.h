@@ -49,6 +49,9 @@ struct fs_record {
 #define FS_REC_L4_TRUNCATED 0x01 /* the L4 (or an IPv6 extension / IPv4 option) header is cut short */
 #define FS_REC_EXT_LIMIT 0x02    /* more IPv6 extension headers than walked; protocol is the next header left */
 
+/* Most records in one ring sample (batching, flowsensor.c). */
+#define FS_BATCH_MAX 64
+
 /* Parser limits. */
 #define FS_MAX_VLAN 4
 #define FS_MAX_MPLS 8
@@ -56,8 +59,9 @@ struct fs_record {
 
 /*
  * Per-CPU counters, indexed by this enum. Every packet lands in exactly one of
- * the outcome counters (EMITTED .. TOO_DEEP); SEEN is their sum. The rest
- * describe emitted records further.
+ * the outcome counters (EMITTED .. TOO_DEEP); SEEN is their sum, except for
+ * records still staged in a partial batch (counted at the flush, at most
+ * flush_ns later). The rest describe emitted records further.
  */
 enum fs_counter {
 	FS_CNT_SEEN = 0,      /* frames the program ran on */

@@ -23,7 +23,7 @@ const maxTestRunFrame = 3000
 // same verdict, record and counters. Frames of other link types are given to
 // the kernel behind a synthetic Ethernet header carrying their ethertype.
 func TestDifferentialCorpus(t *testing.T) {
-	p := loadTestProgram(t, Options{RingBytes: 1 << 20})
+	p := loadTestProgram(t, Options{RingBytes: 1 << 20, Batch: 1}) // exact per frame: no batching
 	dir, shared := corpus.Dir()
 	if !shared {
 		t.Logf("shared corpus not present: using the copy in testdata/corpus")

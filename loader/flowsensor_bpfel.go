@@ -62,6 +62,25 @@ type flowsensorFsRecord struct {
 	Pad         [4]uint8
 }
 
+type flowsensorFsStage struct {
+	_     structs.HostLayout
+	Timer struct {
+		_ structs.HostLayout
+		_ [16]byte
+	}
+	Cpu        flowsensorFsCpu
+	N          uint32
+	Busy       uint32
+	Armed      uint32
+	TimerReady uint32
+	TruncL4    uint32
+	Fragments  uint32
+	ExtLimit   uint32
+	Pad        uint32
+	Recs       [64]flowsensorFsRecord
+	_          [48]byte
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -69,9 +88,12 @@ const (
 	flowsensorMapFsCounters      = "fs_counters"
 	flowsensorMapFsCpu           = "fs_cpu"
 	flowsensorMapFsEvents        = "fs_events"
+	flowsensorMapFsStage         = "fs_stage"
 	flowsensorProgFlowsensorXdp  = "flowsensor_xdp"
+	flowsensorVarBatchSize       = "batch_size"
 	flowsensorVarClockEvery      = "clock_every"
 	flowsensorVarExactPerTick    = "exact_per_tick"
+	flowsensorVarFlushNs         = "flush_ns"
 	flowsensorVarUnusedFsCounter = "unused_fs_counter"
 	flowsensorVarUnusedFsRecord  = "unused_fs_record"
 	flowsensorVarWakeupBytes     = "wakeup_bytes"
@@ -129,14 +151,17 @@ type flowsensorMapSpecs struct {
 	FsCounters *ebpf.MapSpec `ebpf:"fs_counters"`
 	FsCpu      *ebpf.MapSpec `ebpf:"fs_cpu"`
 	FsEvents   *ebpf.MapSpec `ebpf:"fs_events"`
+	FsStage    *ebpf.MapSpec `ebpf:"fs_stage"`
 }
 
 // flowsensorVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type flowsensorVariableSpecs struct {
+	BatchSize       *ebpf.VariableSpec `ebpf:"batch_size"`
 	ClockEvery      *ebpf.VariableSpec `ebpf:"clock_every"`
 	ExactPerTick    *ebpf.VariableSpec `ebpf:"exact_per_tick"`
+	FlushNs         *ebpf.VariableSpec `ebpf:"flush_ns"`
 	UnusedFsCounter *ebpf.VariableSpec `ebpf:"unused_fs_counter"`
 	UnusedFsRecord  *ebpf.VariableSpec `ebpf:"unused_fs_record"`
 	WakeupBytes     *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
@@ -165,6 +190,7 @@ type flowsensorMaps struct {
 	FsCounters *ebpf.Map `ebpf:"fs_counters"`
 	FsCpu      *ebpf.Map `ebpf:"fs_cpu"`
 	FsEvents   *ebpf.Map `ebpf:"fs_events"`
+	FsStage    *ebpf.Map `ebpf:"fs_stage"`
 }
 
 func (m *flowsensorMaps) Close() error {
@@ -172,6 +198,7 @@ func (m *flowsensorMaps) Close() error {
 		m.FsCounters,
 		m.FsCpu,
 		m.FsEvents,
+		m.FsStage,
 	)
 }
 
@@ -179,8 +206,10 @@ func (m *flowsensorMaps) Close() error {
 //
 // It can be passed to loadFlowsensorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type flowsensorVariables struct {
+	BatchSize       *ebpf.Variable `ebpf:"batch_size"`
 	ClockEvery      *ebpf.Variable `ebpf:"clock_every"`
 	ExactPerTick    *ebpf.Variable `ebpf:"exact_per_tick"`
+	FlushNs         *ebpf.Variable `ebpf:"flush_ns"`
 	UnusedFsCounter *ebpf.Variable `ebpf:"unused_fs_counter"`
 	UnusedFsRecord  *ebpf.Variable `ebpf:"unused_fs_record"`
 	WakeupBytes     *ebpf.Variable `ebpf:"wakeup_bytes"`

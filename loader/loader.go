@@ -67,6 +67,16 @@ type Options struct {
 	// for every packet. ExactPerTick 0 means 64.
 	ClockEvery   int
 	ExactPerTick int
+	// Batch is how many records a CPU gathers before writing them to the
+	// ring buffer as one sample (at most MaxBatch): one reservation per batch
+	// instead of per packet. 1 writes every record on its own. 0 means
+	// DefaultBatch on kernels that can pin a BPF timer to a CPU (>= 6.7) and
+	// 1 on older ones; more than 1 there is an error.
+	Batch int
+	// FlushInterval bounds how long a record waits in a partial batch: a
+	// CPU-pinned timer writes it out this long after it was staged, at the
+	// latest. 0 means 1ms.
+	FlushInterval time.Duration
 	// PinRoot is the bpffs directory to pin maps under; the BPF filesystem is
 	// mounted at /sys/fs/bpf if it is not. "-" disables pinning.
 	PinRoot string
@@ -108,11 +118,66 @@ func (o Options) withDefaults() (Options, error) {
 	if o.ClockEvery < 1 || o.ExactPerTick < 1 {
 		return o, fmt.Errorf("clock every %d, exact per tick %d: must be positive", o.ClockEvery, o.ExactPerTick)
 	}
+	if o.Batch < 0 || o.Batch > MaxBatch {
+		return o, fmt.Errorf("batch %d: want 1 to %d (0 for the default)", o.Batch, MaxBatch)
+	}
+	if o.FlushInterval == 0 {
+		o.FlushInterval = time.Millisecond
+	}
+	if o.FlushInterval < time.Microsecond {
+		return o, fmt.Errorf("flush interval %v: want at least 1µs", o.FlushInterval)
+	}
 	if o.PinRoot == "" {
 		o.PinRoot = DefaultPinRoot
 	}
 	return o, nil
 }
+
+// MaxBatch is the most records one ring sample holds (FS_BATCH_MAX).
+const MaxBatch = 64
+
+// DefaultBatch is the batch size where the kernel allows batching.
+const DefaultBatch = 16
+
+// resolveBatch picks the batch size for this kernel (after withDefaults).
+func (o Options) resolveBatch() (int, error) {
+	if o.Batch == 1 {
+		return 1, nil
+	}
+	pinned, err := timerPinSupported()
+	if !pinned {
+		if o.Batch == 0 {
+			return 1, nil
+		}
+		return 0, fmt.Errorf("batch %d needs a BPF timer pinned to a CPU (kernel >= 6.7): %w", o.Batch, err)
+	}
+	if o.Batch == 0 {
+		return DefaultBatch, nil
+	}
+	return o.Batch, nil
+}
+
+// timerPinSupported reports whether bpf_timer_start accepts
+// BPF_F_TIMER_CPU_PIN, by running bpf/timer_probe.c once. Tests replace it
+// to exercise the fallback.
+var timerPinSupported = sync.OnceValues(func() (bool, error) {
+	if err := removeMemlock(); err != nil {
+		return false, fmt.Errorf("remove memlock limit: %w", err)
+	}
+	var objs timerProbeObjects
+	if err := loadTimerProbeObjects(&objs, nil); err != nil {
+		return false, fmt.Errorf("load timer probe: %w", err)
+	}
+	defer objs.Close()
+	ret, err := objs.FsProbeTimerPin.Run(&ebpf.RunOptions{Data: make([]byte, 14)})
+	if err != nil {
+		return false, fmt.Errorf("run timer probe: %w", err)
+	}
+	if ret != 2 { // XDP_PASS
+		return false, errors.New("bpf_timer_start rejects BPF_F_TIMER_CPU_PIN")
+	}
+	return true, nil
+})
 
 // Probe is the XDP program attached to one interface.
 type Probe struct {
@@ -149,15 +214,31 @@ func LoadSpec(opts Options) (*ebpf.CollectionSpec, error) {
 	if err != nil {
 		return nil, err
 	}
+	batch, err := opts.resolveBatch()
+	if err != nil {
+		return nil, err
+	}
 	spec.Maps[flowsensorMapFsEvents].MaxEntries = uint32(opts.RingBytes)
+	if batch > 1 {
+		// One staging slot per CPU, indexed by bpf_get_smp_processor_id().
+		cpus, err := ebpf.PossibleCPU()
+		if err != nil {
+			return nil, err
+		}
+		spec.Maps[flowsensorMapFsStage].MaxEntries = uint32(cpus)
+	}
 	for name, v := range map[string]int{
 		flowsensorVarWakeupBytes:  opts.WakeupBytes,
 		flowsensorVarClockEvery:   opts.ClockEvery,
 		flowsensorVarExactPerTick: opts.ExactPerTick,
+		flowsensorVarBatchSize:    batch,
 	} {
 		if err := spec.Variables[name].Set(uint32(v)); err != nil {
 			return nil, fmt.Errorf("set %s: %w", name, err)
 		}
+	}
+	if err := spec.Variables[flowsensorVarFlushNs].Set(uint64(opts.FlushInterval.Nanoseconds())); err != nil {
+		return nil, fmt.Errorf("set %s: %w", flowsensorVarFlushNs, err)
 	}
 	return spec, nil
 }
@@ -297,7 +378,9 @@ func (p *Probe) pin() error {
 // PinDir is the directory holding this probe's pinned maps ("" when not pinned).
 func (p *Probe) PinDir() string { return p.pinDir }
 
-// Counters sums the kernel counters over all CPUs.
+// Counters sums the kernel counters over all CPUs. While the program
+// batches, the records staged in partial batches (bpf.Counters.Staged) are
+// counted in CounterSeen only, until their batch is written.
 func (p *Probe) Counters() (bpf.Counters, error) {
 	return ReadCounters(p.objs.FsCounters)
 }
@@ -333,21 +416,30 @@ func (p *Probe) refreshClock() {
 // every record with Ts already converted to Unix nanoseconds; the record is
 // reused after each returns. idle is called whenever the ring is empty, so
 // the caller can flush partial batches. When ctx is cancelled, Run detaches
-// the program, drains what is left in the ring, and returns nil.
+// the program, waits for the records still staged in partial batches to reach
+// the ring (at most FlushInterval), drains the ring, and returns nil.
 func (p *Probe) Run(ctx context.Context, each func(*bpf.Record), idle func()) error {
 	var raw ringbuf.Record
 	var rec bpf.Record
 	draining := false
+	var flushErr error
 	p.reader.SetDeadline(time.Now().Add(p.opts.PollInterval))
 	for {
 		err := p.reader.ReadInto(&raw)
 		switch {
 		case err == nil:
-			if err := bpf.DecodeRecord(raw.RawSample, &rec); err != nil {
-				return fmt.Errorf("ring buffer of %s: %w", p.Interface, err)
+			// A sample holds one record, or a batch of them.
+			sample := raw.RawSample
+			if len(sample) == 0 || len(sample)%bpf.RecordSize != 0 {
+				return fmt.Errorf("ring buffer of %s: sample of %d bytes is not a whole number of %d-byte records", p.Interface, len(sample), bpf.RecordSize)
 			}
-			rec.Ts = uint64(int64(rec.Ts) + p.monoToWall)
-			each(&rec)
+			for ; len(sample) > 0; sample = sample[bpf.RecordSize:] {
+				if err := bpf.DecodeRecord(sample, &rec); err != nil {
+					return fmt.Errorf("ring buffer of %s: %w", p.Interface, err)
+				}
+				rec.Ts = uint64(int64(rec.Ts) + p.monoToWall)
+				each(&rec)
+			}
 			continue
 		case errors.Is(err, os.ErrDeadlineExceeded):
 			// The ring is empty.
@@ -360,13 +452,15 @@ func (p *Probe) Run(ctx context.Context, each func(*bpf.Record), idle func()) er
 			idle()
 		}
 		if draining {
-			return nil
+			return flushErr
 		}
 		if ctx.Err() != nil {
-			// Stop new records, then read what the kernel already queued.
+			// Stop new records, let the timers write the partial batches,
+			// then read what the kernel queued (also if that wait failed).
 			if err := p.Detach(); err != nil {
 				return err
 			}
+			flushErr = p.waitFlushed()
 			draining = true
 			p.reader.SetDeadline(time.Now())
 			continue
@@ -375,6 +469,34 @@ func (p *Probe) Run(ctx context.Context, each func(*bpf.Record), idle func()) er
 			p.refreshClock()
 		}
 		p.reader.SetDeadline(time.Now().Add(p.opts.PollInterval))
+	}
+}
+
+// waitFlushed waits, after Detach, until every frame the program saw has
+// its outcome counted: a staged record is counted (emitted or ringbuf_full)
+// only when its batch is written, at most FlushInterval after it was staged.
+// The condition must hold twice, a poll apart, so an invocation still in
+// flight on another CPU when the link closed is waited for too.
+func (p *Probe) waitFlushed() error {
+	step := min(max(p.opts.FlushInterval/2, 100*time.Microsecond), 10*time.Millisecond)
+	deadline := time.Now().Add(10*p.opts.FlushInterval + time.Second)
+	settled := 0
+	for {
+		c, err := p.Counters()
+		if err != nil {
+			return err
+		}
+		if c.Staged() == 0 {
+			if settled++; settled == 2 {
+				return nil
+			}
+		} else {
+			settled = 0
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s: %d records still staged %v after detach", p.Interface, c.Staged(), 10*p.opts.FlushInterval+time.Second)
+		}
+		time.Sleep(step)
 	}
 }
 

@@ -78,22 +78,39 @@ func (p *testProgram) run(tb testing.TB, frame []byte) runResult {
 	for i := range after {
 		res.delta[i] = after[i] - before[i]
 	}
+	for _, s := range p.readSamples(tb) {
+		res.records = append(res.records, s...)
+	}
+	return res
+}
+
+// readSamples reads every sample queued in the ring, each decoded into its
+// records (one, or a batch).
+func (p *testProgram) readSamples(tb testing.TB) [][]bpf.Record {
+	tb.Helper()
+	var samples [][]bpf.Record
 	p.reader.SetDeadline(time.Now())
 	for {
 		raw, err := p.reader.Read()
 		if errors.Is(err, os.ErrDeadlineExceeded) {
-			break
+			return samples
 		}
 		if err != nil {
 			tb.Fatal(err)
 		}
-		var r bpf.Record
-		if err := bpf.DecodeRecord(raw.RawSample, &r); err != nil {
-			tb.Fatal(err)
+		if len(raw.RawSample) == 0 || len(raw.RawSample)%bpf.RecordSize != 0 {
+			tb.Fatalf("sample of %d bytes: not a whole number of records", len(raw.RawSample))
 		}
-		res.records = append(res.records, r)
+		var recs []bpf.Record
+		for b := raw.RawSample; len(b) > 0; b = b[bpf.RecordSize:] {
+			var r bpf.Record
+			if err := bpf.DecodeRecord(b, &r); err != nil {
+				tb.Fatal(err)
+			}
+			recs = append(recs, r)
+		}
+		samples = append(samples, recs)
 	}
-	return res
 }
 
 // check asserts verdict, counters and record for one case.
@@ -155,8 +172,12 @@ func nonZero(c bpf.Counters) map[string]uint64 {
 	return m
 }
 
+// The exact per-frame tests run without batching (Batch 1): each frame's
+// record and counters are complete when BPF_PROG_TEST_RUN returns.
+// batch_test.go checks that batching changes nothing but timestamps.
+
 func TestProgramCraftedFrames(t *testing.T) {
-	p := loadTestProgram(t, Options{RingBytes: 1 << 20})
+	p := loadTestProgram(t, Options{RingBytes: 1 << 20, Batch: 1})
 	for _, c := range testframes.Cases() {
 		t.Run(c.Name, func(t *testing.T) {
 			check(t, p.run(t, c.Frame), c)
@@ -167,7 +188,7 @@ func TestProgramCraftedFrames(t *testing.T) {
 // TestProgramTruncatedFrames cuts every emitting case at every length from
 // the Ethernet header on and checks which layer the parser blames.
 func TestProgramTruncatedFrames(t *testing.T) {
-	p := loadTestProgram(t, Options{RingBytes: 1 << 20})
+	p := loadTestProgram(t, Options{RingBytes: 1 << 20, Batch: 1})
 	n := 0
 	for _, c := range testframes.Cases() {
 		if c.Outcome != bpf.CounterEmitted {
@@ -187,7 +208,7 @@ func TestProgramTruncatedFrames(t *testing.T) {
 func TestProgramWakeupModes(t *testing.T) {
 	c := testframes.Cases()[0]
 	for _, wake := range []int{-1, 128, 1 << 18} {
-		p := loadTestProgram(t, Options{RingBytes: 1 << 16, WakeupBytes: wake})
+		p := loadTestProgram(t, Options{RingBytes: 1 << 16, WakeupBytes: wake, Batch: 1})
 		for i := 0; i < 3; i++ {
 			if res := p.run(t, c.Frame); len(res.records) != 1 {
 				t.Fatalf("wakeup %d: %d records", wake, len(res.records))
@@ -199,7 +220,7 @@ func TestProgramWakeupModes(t *testing.T) {
 // TestProgramRingFull fills a small ring without reading it: every record
 // that does not fit is counted, and the verdict stays XDP_PASS.
 func TestProgramRingFull(t *testing.T) {
-	p := loadTestProgram(t, Options{RingBytes: 4096})
+	p := loadTestProgram(t, Options{RingBytes: 4096, Batch: 1})
 	c := testframes.Cases()[0]
 	slot := 8 + bpf.RecordSize
 	fits := 4096 / slot
