@@ -137,8 +137,9 @@ func (r *Record) SetAddrs(src, dst netip.Addr) {
 type Counter uint32
 
 // Counters, in enum order. Every packet lands in exactly one of the outcome
-// counters (CounterEmitted .. CounterTooDeep); CounterSeen is their sum once
-// no record is staged in a partial batch (see Counters.Staged).
+// counters (CounterEmitted .. CounterTooDeep) and CounterSeen is their sum. A
+// record waiting in a partial batch in the kernel (at most the flush
+// interval) is in none of them yet.
 const (
 	CounterSeen Counter = iota
 	CounterEmitted
@@ -184,21 +185,6 @@ func (c *Counters) Add(o *Counters) {
 	for i := range c {
 		c[i] += o[i]
 	}
-}
-
-// Staged is CounterSeen minus the outcome counters: records staged in a
-// partial batch in the kernel, not yet written (or frames a CPU is handling
-// right now). It is 0 whenever the program is idle and flushed. Counters read
-// while traffic flows are not one snapshot, so it is approximate then.
-func (c *Counters) Staged() uint64 {
-	var out uint64
-	for i := CounterEmitted; i <= CounterTooDeep; i++ {
-		out += c[i]
-	}
-	if out >= c[CounterSeen] {
-		return 0
-	}
-	return c[CounterSeen] - out
 }
 
 // Unrecorded is the number of packets that did not become a record, for any

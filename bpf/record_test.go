@@ -118,17 +118,3 @@ func BenchmarkDecodeRecord(b *testing.B) {
 		}
 	}
 }
-
-func TestCountersStaged(t *testing.T) {
-	var c Counters
-	c[CounterSeen] = 10
-	c[CounterEmitted], c[CounterNonIP], c[CounterRingbufFull] = 4, 1, 2
-	c[CounterTruncL4] = 3 // describes emitted records: not an outcome
-	if got := c.Staged(); got != 3 {
-		t.Errorf("Staged() = %d, want 3", got)
-	}
-	c[CounterEmitted] = 8 // outcomes read after a newer seen: never negative
-	if got := c.Staged(); got != 0 {
-		t.Errorf("Staged() = %d, want 0", got)
-	}
-}

@@ -56,7 +56,7 @@ type Options struct {
 	RingBytes int
 	// WakeupBytes wakes the reader each time this many bytes of records have
 	// been queued (a power of two); between wakeups the reader polls every
-	// PollInterval. 0 means 256 KiB; -1 wakes the reader for every record.
+	// PollInterval. 0 means 1 MiB; -1 wakes the reader for every record.
 	WakeupBytes int
 	// PollInterval bounds how long a record can sit in the ring unread.
 	// 0 means 100ms.
@@ -97,7 +97,7 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	switch {
 	case o.WakeupBytes == 0:
-		o.WakeupBytes = 256 << 10
+		o.WakeupBytes = 1 << 20
 	case o.WakeupBytes == -1:
 		o.WakeupBytes = 0 // the kernel's own policy: wake when the reader caught up
 	case o.WakeupBytes < bpf.RecordSize || o.WakeupBytes&(o.WakeupBytes-1) != 0:
@@ -378,9 +378,8 @@ func (p *Probe) pin() error {
 // PinDir is the directory holding this probe's pinned maps ("" when not pinned).
 func (p *Probe) PinDir() string { return p.pinDir }
 
-// Counters sums the kernel counters over all CPUs. While the program
-// batches, the records staged in partial batches (bpf.Counters.Staged) are
-// counted in CounterSeen only, until their batch is written.
+// Counters sums the kernel counters over all CPUs. Records waiting in a
+// partial batch (for at most FlushInterval) are not counted yet.
 func (p *Probe) Counters() (bpf.Counters, error) {
 	return ReadCounters(p.objs.FsCounters)
 }
@@ -482,11 +481,11 @@ func (p *Probe) waitFlushed() error {
 	deadline := time.Now().Add(10*p.opts.FlushInterval + time.Second)
 	settled := 0
 	for {
-		c, err := p.Counters()
+		staged, err := p.staged()
 		if err != nil {
 			return err
 		}
-		if c.Staged() == 0 {
+		if staged == 0 {
 			if settled++; settled == 2 {
 				return nil
 			}
@@ -494,10 +493,32 @@ func (p *Probe) waitFlushed() error {
 			settled = 0
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%s: %d records still staged %v after detach", p.Interface, c.Staged(), 10*p.opts.FlushInterval+time.Second)
+			return fmt.Errorf("%s: %d records still staged %v after detach", p.Interface, staged, 10*p.opts.FlushInterval+time.Second)
 		}
 		time.Sleep(step)
 	}
+}
+
+// staged counts the records waiting in partial batches, over all CPUs.
+func (p *Probe) staged() (uint64, error) {
+	n, err := stagedRecords(p.objs.FsStage)
+	if err != nil {
+		return 0, fmt.Errorf("read staged records of %s: %w", p.Interface, err)
+	}
+	return n, nil
+}
+
+// stagedRecords sums the per-CPU batch fill levels of an fs_stage map.
+func stagedRecords(m *ebpf.Map) (uint64, error) {
+	var n uint64
+	var st flowsensorFsStage
+	for cpu := uint32(0); cpu < m.MaxEntries(); cpu++ {
+		if err := m.Lookup(cpu, &st); err != nil {
+			return 0, err
+		}
+		n += uint64(st.N)
+	}
+	return n, nil
 }
 
 // Detach removes the program from the interface; the maps stay readable.
