@@ -29,6 +29,7 @@ type Config struct {
 	StatusInterval time.Duration `yaml:"status_interval"` // status line period on stderr; 0 disables it
 	RingMiB        int           `yaml:"ring_mib"`        // ring buffer per interface, MiB, a power of two
 	ClockEvery     int           `yaml:"clock_every"`     // a busy CPU reads the clock every N packets; 1 = always
+	Batch          int           `yaml:"batch"`           // records per ring sample; 0 = 16 where the kernel allows (>= 6.7)
 	PinRoot        string        `yaml:"pin_root"`        // bpffs directory for pinned maps; "-" disables pinning
 	ParquetRows    int           `yaml:"parquet_max_rows"`
 	ParquetAge     time.Duration `yaml:"parquet_max_age"`
@@ -85,6 +86,9 @@ func (c *Config) Validate() error {
 	}
 	if c.RingMiB < 1 || c.RingMiB&(c.RingMiB-1) != 0 {
 		return fmt.Errorf("ring_mib: %d is not a power of two", c.RingMiB)
+	}
+	if c.Batch < 0 || c.Batch > loader.MaxBatch {
+		return fmt.Errorf("batch: %d, want 0 (automatic) to %d", c.Batch, loader.MaxBatch)
 	}
 	if c.ClockEvery < 1 {
 		return fmt.Errorf("clock_every: %d, want at least 1", c.ClockEvery)

@@ -46,6 +46,7 @@ var flagFields = map[string]string{
 	"status-interval":  "status_interval",
 	"ring-mib":         "ring_mib",
 	"clock-every":      "clock_every",
+	"batch":            "batch",
 	"pin-root":         "pin_root",
 	"parquet-max-rows": "parquet_max_rows",
 	"parquet-max-age":  "parquet_max_age",
@@ -64,6 +65,7 @@ func bindRunFlags(fs *pflag.FlagSet, c *Config) {
 	fs.IntVar(&c.RingMiB, "ring-mib", c.RingMiB, "ring buffer size per interface in MiB (power of two)")
 	fs.IntVar(&c.ClockEvery, "clock-every", c.ClockEvery, "a busy CPU timestamps every Nth packet with a fresh clock reading (1: every packet)")
 	fs.StringVar(&c.PinRoot, "pin-root", c.PinRoot, `pin maps under PIN-ROOT/<interface>/ ("-": do not pin)`)
+	fs.IntVar(&c.Batch, "batch", c.Batch, "records each CPU hands over per ring-buffer sample (0: 16 on kernels >= 6.7, else 1)")
 	bindFlowFlags(fs, c)
 }
 

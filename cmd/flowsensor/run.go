@@ -85,6 +85,7 @@ func runSensor(ctx context.Context, cfg Config, stderr io.Writer) (err error) {
 			Mode:       loader.XDPMode(cfg.XDPMode),
 			RingBytes:  cfg.RingMiB << 20,
 			ClockEvery: cfg.ClockEvery,
+			Batch:      cfg.Batch,
 			PinRoot:    cfg.PinRoot,
 		})
 		if err != nil {
