@@ -55,7 +55,7 @@ type Reader struct {
 	path    string
 	closer  io.Closer
 	counter *countingReader
-	pcap    *pcapgo.Reader
+	pcap    *pcapReader
 	ng      *pcapgo.NgReader
 	gzipped bool
 	packets int64
@@ -113,13 +113,13 @@ func NewReader(name string, rd io.Reader) (*Reader, error) {
 		}
 		r.ng = ng
 	case le == magicMicros || le == magicNanos || be == magicMicros || be == magicNanos:
-		pr, err := pcapgo.NewReader(b)
+		pr, err := newPCAPReader(b)
 		if err != nil {
-			return nil, &FormatError{Path: name, Err: fmt.Errorf("pcap file header: %s", lower(err))}
+			return nil, &FormatError{Path: name, Err: err}
 		}
 		r.pcap = pr
 		r.offset = pcapFileHeader
-		r.ifaces = []Interface{{LinkType: pr.LinkType()}}
+		r.ifaces = []Interface{{LinkType: pr.linkType}}
 	default:
 		return nil, &FormatError{Path: name, Err: fmt.Errorf("not a pcap or pcapng file (magic %08x)", be)}
 	}
@@ -130,19 +130,14 @@ func NewReader(name string, rd io.Reader) (*Reader, error) {
 // the file and a *FormatError when the file is damaged.
 func (r *Reader) Next(p *Packet) error {
 	if r.pcap != nil {
-		data, ci, err := r.pcap.ZeroCopyReadPacketData()
-		if err != nil {
+		if err := r.pcap.next(p); err != nil {
 			if err == io.EOF {
 				return io.EOF
 			}
-			if errors.Is(err, io.ErrUnexpectedEOF) {
-				err = errors.New("file ends inside a packet record (cut short)")
-			}
-			return &FormatError{Path: r.path, Offset: r.offset, Packets: r.packets, Err: lowerErr(err)}
+			return &FormatError{Path: r.path, Offset: r.offset, Packets: r.packets, Err: err}
 		}
-		r.offset += pcapRecordHdr + int64(ci.CaptureLength)
+		r.offset += pcapRecordHdr + int64(len(p.Data))
 		r.packets++
-		*p = Packet{Ts: ci.Timestamp.UnixNano(), Data: data, WireLen: ci.Length, LinkType: r.ifaces[0].LinkType}
 		return nil
 	}
 	data, ci, err := r.ng.ZeroCopyReadPacketData()
