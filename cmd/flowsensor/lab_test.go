@@ -337,3 +337,39 @@ print(duckdb.sql("select sum(src_packets) from read_parquet('%s/flows/**/*.parqu
 		t.Errorf("duckdb sum(src_packets) of the UDP flow = %s, want %d", got, udpDatagrams)
 	}
 }
+
+// TestLabInterfaceComesBack deletes the watched interface while the sensor
+// runs, creates it again, and checks that the sensor attached again and
+// counted the traffic that crossed the new interface.
+func TestLabInterfaceComesBack(t *testing.T) {
+	lab.RequirePrivileged(t)
+	n := newLabNet(t)
+	out := t.TempDir()
+	s := startFlowsensor(t, n.sensor.Path(), "run", "-i", n.sensorIf, "--out", out, "--xdp-mode", "native")
+	s.waitFor(t, "watching "+n.sensorIf, 15*time.Second)
+
+	// Deleting one end of a veth pair deletes both.
+	n.client.Run(t, "ip", "link", "del", "m0")
+	s.waitFor(t, n.sensorIf+" went away", 10*time.Second)
+	lab.Veth(t, n.client, "m0", n.sensor, n.sensorIf)
+	n.client.Run(t, "tc", "qdisc", "del", "dev", "c0", "clsact")
+	lab.Mirror(t, n.client, "c0", "m0")
+	deadline := time.Now().Add(15 * time.Second)
+	for strings.Count(s.stderr(), "watching "+n.sensorIf) < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("not attached again:\n%s", s.stderr())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	n.client.Run(t, "ping", "-q", "-c", "5", "-i", "0.02", serverIP)
+	time.Sleep(200 * time.Millisecond)
+	s.stop(t)
+
+	if xdpAttached(t, n.sensor, n.sensorIf) {
+		t.Error("XDP program still attached after exit")
+	}
+	icmp := sumFlows(readRows(t, out))[flowKey{1, clientIP, 8, serverIP, 0}]
+	if icmp.SrcPackets != 5 || icmp.DstPackets != 5 {
+		t.Errorf("icmp flow after the interface came back: %+v, want 5 requests and 5 replies\n%s", icmp, s.stderr())
+	}
+}

@@ -29,7 +29,9 @@ func newRunCmd() *cobra.Command {
 		Long: `Attach the XDP program to each interface, build bidirectional flows from
 every packet and write them to Parquet under OUT/flows/. Stops after
 --duration, or on SIGINT/SIGTERM; every open flow is then written as final
-and the program is detached. Needs root (CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON).`,
+and the program is detached. An interface that goes away is watched for and
+the program attached again when it comes back. Needs root (CAP_BPF,
+CAP_NET_ADMIN, CAP_PERFMON).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := resolveConfig(cmd.Flags(), &fromFlags, configFile, os.Getenv)
@@ -51,18 +53,22 @@ and the program is detached. Needs root (CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON).`,
 	return cmd
 }
 
-// sensor is one live run: probes on interfaces feeding one aggregator whose
-// flows go through a queue to the Parquet sink.
+// sensor is one live run: a probe per interface feeding one aggregator whose
+// flows go through a queue per sink.
 type sensor struct {
-	cfg    Config
-	log    io.Writer
-	probes []*loader.Probe
-	agg    *aggregator.Aggregator
-	out    *output
+	cfg Config
+	log io.Writer
+	agg *aggregator.Aggregator
+	out *output
+
+	mu     sync.Mutex
+	probes map[string]*loader.Probe // attached now, by interface name
+	names  map[uint32]string        // every ifindex seen, for flow records
+	closed bpf.Counters             // counters of probes already closed
 }
 
 func runSensor(ctx context.Context, cfg Config, stderr io.Writer) (err error) {
-	s := &sensor{cfg: cfg, log: stderr}
+	s := &sensor{cfg: cfg, log: stderr, probes: map[string]*loader.Probe{}, names: map[uint32]string{}}
 	if err := loader.CheckPrivileges(); err != nil {
 		return err
 	}
@@ -74,49 +80,30 @@ func runSensor(ctx context.Context, cfg Config, stderr io.Writer) (err error) {
 	if s.out, err = openOutput(cfg, slog.New(slog.NewTextHandler(stderr, nil))); err != nil {
 		return err
 	}
-	defer func() {
-		if cerr := s.closeProbes(); cerr != nil {
-			err = errors.Join(err, cerr)
-		}
-	}()
-	names := map[uint32]string{}
+	// Every interface is attached before anything runs: a failure leaves
+	// nothing attached.
 	for _, name := range ifaces {
-		p, err := loader.Attach(name, loader.Options{
-			Mode:       loader.XDPMode(cfg.XDPMode),
-			RingBytes:  cfg.RingMiB << 20,
-			ClockEvery: cfg.ClockEvery,
-			Batch:      cfg.Batch,
-			PinRoot:    cfg.PinRoot,
-		})
-		if err != nil {
-			return errors.Join(err, s.out.close(context.Background()))
+		if err := s.attach(name); err != nil {
+			return errors.Join(err, s.closeProbes(), s.out.close(context.Background()))
 		}
-		s.probes = append(s.probes, p)
-		names[uint32(p.Ifindex)] = p.Interface
-		pinned := ""
-		if p.PinDir() != "" {
-			pinned = ", maps pinned in " + p.PinDir()
-		}
-		fmt.Fprintf(stderr, "flowsensor: watching %s (ifindex %d, xdp %s%s)\n", p.Interface, p.Ifindex, p.Mode, pinned)
 	}
-
 	s.agg = aggregator.New(aggregator.Config{
 		IdleTimeout:   cfg.IdleTimeout,
 		ActiveTimeout: cfg.ActiveTimeout,
 		TCPLinger:     cfg.TCPLinger,
 		Shards:        cfg.Shards,
-		InterfaceName: func(ifindex uint32) string { return names[ifindex] },
+		InterfaceName: s.interfaceName,
 	}, s.out.emit)
 
-	readErr := s.read(ctx)
+	readErr := s.read(ctx, ifaces)
 
-	// Every flow still open becomes a final report, then the sink drains.
+	// Every flow still open becomes a final report, then the sinks drain.
 	s.agg.Close()
 	closeCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	sinkErr := s.out.close(closeCtx)
 	fmt.Fprintln(stderr, s.status("stopped", nil))
-	return errors.Join(readErr, sinkErr)
+	return errors.Join(readErr, s.closeProbes(), sinkErr)
 }
 
 // interfaces returns the configured interfaces, or the default-route one,
@@ -138,26 +125,114 @@ func (s *sensor) interfaces() ([]string, error) {
 	return ifaces, nil
 }
 
-// read runs one reader per probe until ctx ends, expiring flows every second
-// and printing status lines. Each reader detaches its program and drains its
-// ring before returning.
-func (s *sensor) read(ctx context.Context) error {
+func (s *sensor) attach(name string) error {
+	p, err := loader.Attach(name, loader.Options{
+		Mode:       loader.XDPMode(s.cfg.XDPMode),
+		RingBytes:  s.cfg.RingMiB << 20,
+		ClockEvery: s.cfg.ClockEvery,
+		Batch:      s.cfg.Batch,
+		PinRoot:    s.cfg.PinRoot,
+	})
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.probes[name] = p
+	s.names[uint32(p.Ifindex)] = name
+	s.mu.Unlock()
+	pinned := ""
+	if p.PinDir() != "" {
+		pinned = ", maps pinned in " + p.PinDir()
+	}
+	fmt.Fprintf(s.log, "flowsensor: watching %s (ifindex %d, xdp %s%s)\n", p.Interface, p.Ifindex, p.Mode, pinned)
+	return nil
+}
+
+func (s *sensor) probe(name string) *loader.Probe {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.probes[name]
+}
+
+// release closes a probe that has stopped, keeping its counters.
+func (s *sensor) release(name string) error {
+	s.mu.Lock()
+	p := s.probes[name]
+	delete(s.probes, name)
+	s.mu.Unlock()
+	if p == nil {
+		return nil
+	}
+	if c, err := p.Counters(); err == nil {
+		s.mu.Lock()
+		s.closed.Add(&c)
+		s.mu.Unlock()
+	}
+	return p.Close()
+}
+
+func (s *sensor) closeProbes() error {
+	s.mu.Lock()
+	names := make([]string, 0, len(s.probes))
+	for name := range s.probes {
+		names = append(names, name)
+	}
+	s.mu.Unlock()
+	var errs []error
+	for _, name := range names {
+		errs = append(errs, s.release(name))
+	}
+	return errors.Join(errs...)
+}
+
+func (s *sensor) interfaceName(ifindex uint32) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.names[ifindex]
+}
+
+// read runs one supervisor per interface until ctx ends, expiring flows every
+// second and printing status lines.
+func (s *sensor) read(ctx context.Context, ifaces []string) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	errc := make(chan error, len(s.probes))
+
+	// Interface events, fanned out by name.
+	events := map[string]chan loader.LinkEvent{}
+	for _, name := range ifaces {
+		events[name] = make(chan loader.LinkEvent, 16)
+	}
+	all := make(chan loader.LinkEvent, 64)
 	var wg sync.WaitGroup
-	for _, p := range s.probes {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			w := s.agg.NewWriter()
-			err := p.Run(ctx, w.Add, w.Flush)
-			w.Flush()
-			if err != nil {
-				errc <- err
-				cancel() // one broken interface stops the sensor rather than running half blind
+	wg.Go(func() {
+		if err := loader.WatchLinks(ctx, all); err != nil && ctx.Err() == nil {
+			fmt.Fprintf(s.log, "flowsensor: %v: interfaces that go away will not be watched for\n", err)
+		}
+	})
+	wg.Go(func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case ev := <-all:
+				if ch, ok := events[ev.Name]; ok {
+					select {
+					case ch <- ev:
+					default: // the supervisor re-checks the interface itself
+					}
+				}
 			}
-		}()
+		}
+	})
+
+	errc := make(chan error, len(ifaces))
+	for _, name := range ifaces {
+		wg.Go(func() {
+			if err := s.supervise(ctx, name, events[name]); err != nil {
+				errc <- err
+				cancel() // a broken interface stops the sensor rather than running half blind
+			}
+		})
 	}
 
 	tick := time.NewTicker(time.Second)
@@ -194,12 +269,71 @@ func (s *sensor) read(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-func (s *sensor) closeProbes() error {
-	var errs []error
-	for _, p := range s.probes {
-		errs = append(errs, p.Close())
+// supervise reads one interface's probe until ctx ends. When the interface
+// is deleted, its probe is closed (its program went with the interface), and
+// the program is attached again once an interface of that name is back.
+func (s *sensor) supervise(ctx context.Context, name string, events <-chan loader.LinkEvent) error {
+	w := s.agg.NewWriter()
+	defer w.Flush()
+	for {
+		p := s.probe(name)
+		runCtx, stop := context.WithCancel(ctx)
+		gone := make(chan struct{})
+		go func() {
+			defer close(gone)
+			for {
+				select {
+				case <-runCtx.Done():
+					return
+				case ev := <-events:
+					if ev.Gone || ev.Index != p.Ifindex {
+						stop()
+						return
+					}
+				}
+			}
+		}()
+		err := p.Run(runCtx, w.Add, w.Flush)
+		stop()
+		<-gone
+		w.Flush()
+		if err := errors.Join(err, s.release(name)); err != nil && ctx.Err() != nil {
+			return err
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			// The interface vanished under the reader; that is expected now.
+			fmt.Fprintf(s.log, "flowsensor: %s: %v\n", name, err)
+		}
+		fmt.Fprintf(s.log, "flowsensor: %s went away; attaching again when it is back\n", name)
+		if !s.waitFor(ctx, name, events) {
+			return nil
+		}
 	}
-	return errors.Join(errs...)
+}
+
+// waitFor waits until the interface exists again and the program is
+// attached to it, or ctx ends (false).
+func (s *sensor) waitFor(ctx context.Context, name string, events <-chan loader.LinkEvent) bool {
+	retry := time.NewTicker(5 * time.Second) // in case an event was missed
+	defer retry.Stop()
+	for {
+		if _, err := loader.InterfaceIndex(name); err == nil {
+			err := s.attach(name)
+			if err == nil {
+				return true
+			}
+			fmt.Fprintf(s.log, "flowsensor: %v (retrying)\n", err)
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-events:
+		case <-retry.C:
+		}
+	}
 }
 
 type statusSnapshot struct {
@@ -210,7 +344,14 @@ type statusSnapshot struct {
 
 func (s *sensor) snapshot() statusSnapshot {
 	snap := statusSnapshot{at: time.Now()}
+	s.mu.Lock()
+	snap.kernel = s.closed
+	probes := make([]*loader.Probe, 0, len(s.probes))
 	for _, p := range s.probes {
+		probes = append(probes, p)
+	}
+	s.mu.Unlock()
+	for _, p := range probes {
 		if c, err := p.Counters(); err == nil {
 			snap.kernel.Add(&c)
 		}
