@@ -45,7 +45,11 @@ type FormatError struct {
 }
 
 func (e *FormatError) Error() string {
-	return fmt.Sprintf("%s: byte offset %d (after %d packets): %v", e.Path, e.Offset, e.Packets, e.Err)
+	unit := "packets"
+	if e.Packets == 1 {
+		unit = "packet"
+	}
+	return fmt.Sprintf("%s: byte offset %d (after %d %s): %v", e.Path, e.Offset, e.Packets, unit, e.Err)
 }
 
 func (e *FormatError) Unwrap() error { return e.Err }

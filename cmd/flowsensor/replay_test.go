@@ -29,7 +29,7 @@ func TestReplayCorruptFiles(t *testing.T) {
 		t.Fatalf("exit status 0 with damaged files; stderr:\n%s", stderr)
 	}
 	for _, want := range []string{
-		"corrupt-cut-short.pcap: byte offset 240 (after 1 packets): file ends inside a record header (cut short)",
+		"corrupt-cut-short.pcap: byte offset 240 (after 1 packet): file ends inside a record header (cut short)",
 		"corrupt-pcap-bad-version.pcap: byte offset 0 (after 0 packets): pcap file header: unknown major version 1",
 		"replay: 4 files (2 with errors)",
 		"2 of 4 files could not be read completely",
