@@ -39,10 +39,9 @@ type Config struct {
 	CAFile             string `yaml:"ca_file"`
 	InsecureSkipVerify bool   `yaml:"insecure_skip_verify"`
 
-	// A bulk request carries at most BulkDocs documents and about BulkBytes
-	// bytes; Workers requests run at once. A partly filled request waits at
-	// most FlushInterval. Timeout bounds each request.
-	BulkDocs      int           `yaml:"bulk_docs"`
+	// A bulk request carries about BulkBytes of documents; Workers requests
+	// run at once. Documents wait at most FlushInterval for a request to
+	// fill. Timeout bounds each request.
 	BulkBytes     int           `yaml:"bulk_bytes"`
 	Workers       int           `yaml:"workers"`
 	FlushInterval time.Duration `yaml:"flush_interval"`
@@ -76,11 +75,11 @@ type Config struct {
 }
 
 // Defaults, chosen for a sensor next to a modest cluster: bulk requests of
-// about 5 MB (the size Elasticsearch's tuning guide starts from), two at a
-// time, and a spool that holds about 1.5 million flows.
+// about 5 MB (about 7,000 flows; the size Elasticsearch's tuning guide
+// starts from), two at a time, and a spool that holds about 1.5 million
+// flows.
 const (
 	DefaultIndexPrefix        = "flowsensor-flows"
-	DefaultBulkDocs           = 5000
 	DefaultBulkBytes          = 5 << 20
 	DefaultWorkers            = 2
 	DefaultFlushInterval      = time.Second
@@ -100,7 +99,6 @@ const (
 func DefaultConfig() Config {
 	return Config{
 		IndexPrefix:        DefaultIndexPrefix,
-		BulkDocs:           DefaultBulkDocs,
 		BulkBytes:          DefaultBulkBytes,
 		Workers:            DefaultWorkers,
 		FlushInterval:      DefaultFlushInterval,
@@ -168,7 +166,6 @@ func (c *Config) Validate() error {
 		min  int64
 		max  int64
 	}{
-		{"bulk_docs", int64(c.BulkDocs), 1, 1 << 20},
 		{"bulk_bytes", int64(c.BulkBytes), 1 << 10, maxBulkBytes},
 		{"workers", int64(c.Workers), 1, 64},
 		{"queue_bytes", c.QueueBytes, 1 << 20, 1 << 40},
@@ -342,12 +339,8 @@ func (c Config) GoString() string { return c.String() }
 
 // LogValue logs the configuration with secrets redacted.
 func (c Config) LogValue() slog.Value {
-	urls := make([]string, len(c.URLs))
-	for i, u := range c.URLs {
-		urls[i] = redactURL(u)
-	}
 	return slog.GroupValue(
-		slog.Any("urls", urls),
+		slog.Any("urls", c.redactedURLs()),
 		slog.String("index_prefix", c.IndexPrefix),
 		slog.String("username", c.Username),
 		slog.Any("password", c.Password),
@@ -356,7 +349,6 @@ func (c Config) LogValue() slog.Value {
 		slog.String("api_key_file", c.APIKeyFile),
 		slog.String("ca_file", c.CAFile),
 		slog.Bool("insecure_skip_verify", c.InsecureSkipVerify),
-		slog.Int("bulk_docs", c.BulkDocs),
 		slog.Int("bulk_bytes", c.BulkBytes),
 		slog.Int("workers", c.Workers),
 		slog.Duration("flush_interval", c.FlushInterval),
@@ -370,6 +362,14 @@ func (c Config) LogValue() slog.Value {
 		slog.Duration("retention", c.Retention),
 		slog.String("observer_hostname", c.ObserverHostname),
 	)
+}
+
+func (c *Config) redactedURLs() []string {
+	urls := make([]string, len(c.URLs))
+	for i, u := range c.URLs {
+		urls[i] = redactURL(u)
+	}
+	return urls
 }
 
 // redactURL hides a password embedded in a URL; Validate rejects such URLs,

@@ -1,7 +1,6 @@
 package elasticsearch
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -98,5 +97,5 @@ func (d *deadLetter) close() error {
 	}
 	err := d.f.Close()
 	d.f = nil
-	return errors.Join(err)
+	return err
 }

@@ -12,8 +12,9 @@ import (
 // ecsVersion is the ECS release whose field definitions the documents follow.
 const ecsVersion = "8.11.0"
 
-// A flow report becomes one document, written by hand with strconv appends
-// (about 8x faster than encoding/json on a struct, see BenchmarkEncode).
+// A flow report becomes one document, written by hand with strconv appends:
+// no allocation, and 3x faster than encoding/json on a struct holding part
+// of it (BenchmarkEncode).
 // Every field it can contain is in mappings.json, checked by
 // TestTemplateCoversDocuments. Fields, ECS unless under flowsensor.*:
 //
@@ -63,7 +64,7 @@ var tcpFlagNames = [8]string{"fin", "syn", "rst", "psh", "ack", "urg", "ece", "c
 
 // transports are the IANA keywords (lower case, as ECS uses them) of the
 // protocols a capture commonly holds.
-var transports = map[uint8]string{
+var transports = [256]string{
 	1: "icmp", 2: "igmp", 4: "ipv4", 6: "tcp", 17: "udp", 41: "ipv6", 47: "gre",
 	50: "esp", 51: "ah", 58: "ipv6-icmp", 89: "ospf", 103: "pim", 112: "vrrp", 132: "sctp",
 }
@@ -79,11 +80,13 @@ const (
 // appendDocument appends the JSON document of f to b.
 func appendDocument(b []byte, f *aggregator.Flow, observer string) []byte {
 	b = append(b, `{"@timestamp":`...)
+	ts := len(b)
 	b = appendTime(b, f.Start)
+	start := b[ts:] // the old array keeps these bytes if b grows
 	b = append(b, `,"ecs":{"version":"`+ecsVersion+`"}`...)
 
 	b = append(b, `,"event":{"kind":"event","category":["network"],"type":["connection"],"dataset":"flowsensor.flow","start":`...)
-	b = appendTime(b, f.Start)
+	b = append(b, start...)
 	b = append(b, `,"end":`...)
 	b = appendTime(b, f.End)
 	b = append(b, `,"duration":`...)
@@ -110,7 +113,7 @@ func appendDocument(b []byte, f *aggregator.Flow, observer string) []byte {
 		b = append(b, `"type":"ipv6",`...)
 	}
 	b = append(b, `"transport":"`...)
-	if name, ok := transports[f.Protocol]; ok {
+	if name := transports[f.Protocol]; name != "" {
 		b = append(b, name...)
 	} else {
 		b = strconv.AppendUint(b, uint64(f.Protocol), 10)

@@ -8,11 +8,12 @@
 //
 // after an 8-byte magic string at the start of the segment. Append writes
 // and fsyncs before it returns, so an appended record survives a crash of
-// the process or of the machine. Read returns records in append order;
-// Commit declares everything read so far done, deletes the segments that
-// are wholly done and records the position in a small "head" file. The head
-// file is written without fsync: after a crash it may lag, and the records
-// after it are read again (at-least-once delivery; consumers deduplicate).
+// the process or of the machine. Read returns records in append order, with
+// a Mark after the last one; several Reads may be outstanding. Commit(mark)
+// declares everything before the mark done, deletes the segments that are
+// wholly done and records the position in a small "head" file. The head file
+// is written without fsync: after a crash it may lag, and the records after
+// it are read again (at-least-once delivery; consumers deduplicate).
 //
 // Open checks every record. A record that is cut short or fails its checksum
 // ends its segment: the good records before it are kept, the bytes from it
@@ -130,8 +131,10 @@ type Spool struct {
 	rrec       int64
 	rf         *os.File
 	rr         *bufio.Reader
-	readRecs   int64 // records read since the last Commit
+	readRecs   int64 // records and bytes read since Open
 	readBytes  int64
+	doneRecs   int64 // ... and committed
+	doneBytes  int64
 	records    int64 // pending
 	bytes      int64 // pending
 	corrupt    int64
@@ -452,16 +455,33 @@ func (s *Spool) active() (*segment, error) {
 	return seg, nil
 }
 
+// Mark is the position after the records of a Read.
+type Mark struct {
+	seq         uint64
+	off         int64
+	recs, bytes int64 // read since Open, up to here
+}
+
 // Read returns the next records after those already read, at most maxRecs
-// of them and, past the first, at most maxBytes of payload. It returns no
-// records when it has read everything appended so far. The records stay in
-// the spool until Commit.
-func (s *Spool) Read(maxRecs int, maxBytes int) ([][]byte, error) {
+// of them and, past the first, at most maxBytes of payload, and the Mark
+// after them. It returns no records when it has read everything appended so
+// far. The records stay in the spool until a Commit at or after the mark.
+func (s *Spool) Read(maxRecs int, maxBytes int) ([][]byte, Mark, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return nil, ErrClosed
+		return nil, Mark{}, ErrClosed
 	}
+	recs, err := s.read(maxRecs, maxBytes)
+	var m Mark
+	if s.rseg < len(s.segs) {
+		m.seq = s.segs[s.rseg].seq
+	}
+	m.off, m.recs, m.bytes = s.roff, s.readRecs, s.readBytes
+	return recs, m, err
+}
+
+func (s *Spool) read(maxRecs int, maxBytes int) ([][]byte, error) {
 	var recs [][]byte
 	size := 0
 	for len(recs) < maxRecs && (len(recs) == 0 || size < maxBytes) {
@@ -527,22 +547,31 @@ func (s *Spool) setAsideRest(seg *segment, reason string) {
 	s.bytes -= lostBytes
 }
 
-// Commit marks every record returned by Read so far as done, deletes the
-// segments that are wholly done and records the new position.
-func (s *Spool) Commit() error {
+// Commit marks every record before m as done, deletes the segments that
+// are wholly done and records the new position. Marks must be committed in
+// the order Read returned them; an older mark is ignored.
+func (s *Spool) Commit(m Mark) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return ErrClosed
 	}
-	s.records -= s.readRecs
-	s.bytes -= s.readBytes
-	s.readRecs, s.readBytes = 0, 0
-	// Delete the segments before the read position, and the one at it when
-	// it is read to the end.
-	drop := s.rseg
-	if drop < len(s.segs) && s.roff >= s.segs[drop].size {
+	if m.recs <= s.doneRecs {
+		return nil
+	}
+	s.records -= m.recs - s.doneRecs
+	s.bytes -= m.bytes - s.doneBytes
+	s.doneRecs, s.doneBytes = m.recs, m.bytes
+	// Delete the segments before the mark's, and the mark's when it is done
+	// to the end (the read position cannot be inside it then).
+	drop := 0
+	for drop < len(s.segs) && s.segs[drop].seq < m.seq {
 		drop++
+	}
+	s.headOff = m.off
+	if drop < len(s.segs) && s.segs[drop].seq == m.seq && m.off >= s.segs[drop].size {
+		drop++
+		s.headOff = int64(len(magic))
 	}
 	if drop == len(s.segs) && s.w != nil {
 		if err := s.w.Close(); err != nil {
@@ -550,20 +579,18 @@ func (s *Spool) Commit() error {
 		}
 		s.w = nil
 	}
-	if drop > 0 && drop > s.rseg {
-		s.closeReader()
-	}
 	var errs []error
 	for _, seg := range s.segs[:drop] {
 		errs = append(errs, os.Remove(seg.path))
 	}
 	s.segs = slices.Delete(s.segs, 0, drop)
-	if drop > s.rseg {
+	if s.rseg < drop {
+		// The read segment is gone, read to its end: go on with the next.
+		s.closeReader()
 		s.rseg, s.roff, s.rrec = 0, int64(len(magic)), 0
 	} else {
 		s.rseg -= drop
 	}
-	s.headOff = s.roff
 	errs = append(errs, s.writeHead())
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("spool: commit: %w", err)

@@ -41,19 +41,21 @@ func recs(from, to int) [][]byte {
 	return out
 }
 
-// readAll reads everything in batches of n and checks it is records
-// [from, to) in order.
-func readAll(t *testing.T, s *Spool, n int, from, to int) {
+// readAll reads everything in batches of n, checks it is records
+// [from, to) in order, and returns the mark after the last.
+func readAll(t *testing.T, s *Spool, n int, from, to int) Mark {
 	t.Helper()
 	next := from
+	var last Mark
 	for {
-		got, err := s.Read(n, 1<<20)
+		got, m, err := s.Read(n, 1<<20)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if len(got) == 0 {
 			break
 		}
+		last = m
 		for _, r := range got {
 			if !bytes.Equal(r, rec(next)) {
 				t.Fatalf("read %q, want record %d", r, next)
@@ -64,6 +66,7 @@ func readAll(t *testing.T, s *Spool, n int, from, to int) {
 	if next != to {
 		t.Fatalf("read records up to %d, want %d", next, to)
 	}
+	return last
 }
 
 func segments(t *testing.T, dir string) []string {
@@ -86,8 +89,7 @@ func TestRoundTripAcrossSegments(t *testing.T) {
 	if st := s.Stats(); st.Records != 1000 || st.Segments < 10 {
 		t.Fatalf("stats %+v, want 1000 records in many segments", st)
 	}
-	readAll(t, s, 37, 0, 1000)
-	if err := s.Commit(); err != nil {
+	if err := s.Commit(readAll(t, s, 37, 0, 1000)); err != nil {
 		t.Fatal(err)
 	}
 	if st := s.Stats(); st.Records != 0 || st.Bytes != 0 || st.Segments != 0 {
@@ -100,7 +102,7 @@ func TestRoundTripAcrossSegments(t *testing.T) {
 	if _, err := s.Append(rec(1000)); err != nil {
 		t.Fatal(err)
 	}
-	readAll(t, s, 10, 1000, 1001)
+	readAll(t, s, 10, 1000, 1001) // not committed
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -120,14 +122,14 @@ func TestResumeAtHead(t *testing.T) {
 	if _, err := s.Append(recs(0, 300)...); err != nil {
 		t.Fatal(err)
 	}
-	got, _ := s.Read(120, 1<<20)
+	got, m, _ := s.Read(120, 1<<20)
 	if len(got) != 120 {
 		t.Fatalf("read %d", len(got))
 	}
-	if err := s.Commit(); err != nil {
+	if err := s.Commit(m); err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := s.Read(30, 1<<20); len(got) != 30 { // read, not committed
+	if got, _, _ := s.Read(30, 1<<20); len(got) != 30 { // read, not committed
 		t.Fatalf("read %d", len(got))
 	}
 	if st := s.Stats(); st.Records != 180 {
@@ -150,9 +152,56 @@ func TestResumeAtHead(t *testing.T) {
 	}
 	s = open(t, dir, Options{SegmentBytes: 8192})
 	defer s.Close()
-	got, _ = s.Read(1, 1<<20)
+	got, _, _ = s.Read(1, 1<<20)
 	if len(got) != 1 || bytes.Equal(got[0], rec(120)) {
 		t.Fatalf("without head: first record %q, want one before record 120", got)
+	}
+}
+
+// TestOutstandingReads: several Reads before their Commits, as a consumer
+// with requests in flight does; segments go as their last mark commits.
+func TestOutstandingReads(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir, Options{SegmentBytes: 4096})
+	defer s.Close()
+	if _, err := s.Append(recs(0, 500)...); err != nil {
+		t.Fatal(err)
+	}
+	var marks []Mark
+	for range 4 {
+		rs, m, err := s.Read(50, 1<<20)
+		if err != nil || len(rs) != 50 {
+			t.Fatalf("read %d, %v", len(rs), err)
+		}
+		marks = append(marks, m)
+	}
+	segs := s.Stats().Segments
+	if err := s.Commit(marks[1]); err != nil {
+		t.Fatal(err)
+	}
+	if st := s.Stats(); st.Records != 400 || st.Segments >= segs {
+		t.Fatalf("after committing 100 of 500: %+v (had %d segments)", st, segs)
+	}
+	if err := s.Commit(marks[0]); err != nil { // older: ignored
+		t.Fatal(err)
+	}
+	if err := s.Commit(marks[3]); err != nil {
+		t.Fatal(err)
+	}
+	if st := s.Stats(); st.Records != 300 {
+		t.Fatalf("after committing 200: %+v", st)
+	}
+	// Reading goes on after the outstanding reads, not after the commit.
+	if err := s.Commit(readAll(t, s, 64, 200, 500)); err != nil {
+		t.Fatal(err)
+	}
+	if st := s.Stats(); st.Records != 0 || st.Segments != 0 {
+		t.Fatalf("after committing everything: %+v", st)
+	}
+	s.Close()
+	s = open(t, dir, Options{})
+	if st := s.Stats(); st.Records != 0 {
+		t.Fatalf("reopened: %+v", st)
 	}
 }
 
@@ -168,10 +217,11 @@ func TestMaxBytes(t *testing.T) {
 	if st := s.Stats(); st.Bytes != 10*frame || st.Records != 10 {
 		t.Fatalf("stats %+v", st)
 	}
-	if _, err := s.Read(4, 1<<20); err != nil {
+	_, m, err := s.Read(4, 1<<20)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Commit(); err != nil {
+	if err := s.Commit(m); err != nil {
 		t.Fatal(err)
 	}
 	if n, err := s.Append(rec(0), rec(0), rec(0), rec(0), rec(0)); !errors.Is(err, ErrFull) || n != 4 {
@@ -267,7 +317,7 @@ func TestFlippedByte(t *testing.T) {
 	want := slices.Concat(nums[0], nums[1][:4], nums[2])
 	var got []int
 	for {
-		rs, err := s.Read(7, 1<<20)
+		rs, _, err := s.Read(7, 1<<20)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -347,8 +397,9 @@ func TestDamageWhileOpen(t *testing.T) {
 	defer s.Close()
 	flip(t, segs[0], offsetOf(t, segs[0], 1)+headerLen)
 	var got int
+	var last Mark
 	for {
-		rs, err := s.Read(100, 1<<20)
+		rs, m, err := s.Read(100, 1<<20)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -356,6 +407,7 @@ func TestDamageWhileOpen(t *testing.T) {
 			break
 		}
 		got += len(rs)
+		last = m
 	}
 	if want := 1 + len(nums[1]) + len(nums[2]); got != want {
 		t.Fatalf("read %d records, want %d", got, want)
@@ -363,7 +415,7 @@ func TestDamageWhileOpen(t *testing.T) {
 	if len(s.Corruptions()) != 1 {
 		t.Fatalf("corruptions %v", s.Corruptions())
 	}
-	if err := s.Commit(); err != nil {
+	if err := s.Commit(last); err != nil {
 		t.Fatal(err)
 	}
 	if st := s.Stats(); st.Records != 0 || st.Segments != 0 {
@@ -403,7 +455,7 @@ func TestConcurrentAppendRead(t *testing.T) {
 	}()
 	next := 0
 	for next < total {
-		rs, err := s.Read(64, 1<<20)
+		rs, m, err := s.Read(64, 1<<20)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -413,7 +465,7 @@ func TestConcurrentAppendRead(t *testing.T) {
 			}
 			next++
 		}
-		if err := s.Commit(); err != nil {
+		if err := s.Commit(m); err != nil {
 			t.Fatal(err)
 		}
 	}
