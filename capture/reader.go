@@ -218,7 +218,7 @@ func (r *Reader) formatError(err error) *FormatError {
 	if errors.Is(err, io.ErrUnexpectedEOF) {
 		fe.Err = errors.New("file ends inside a block (cut short)")
 	}
-	if !r.gzipped && r.closer != nil {
+	if !r.gzipped { // a path that is not a file (NewReader on a stream) finds nothing
 		if off, ok := locatePCAPNGDamage(r.path); ok {
 			fe.Offset = off
 		}
