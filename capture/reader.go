@@ -219,8 +219,8 @@ func (r *Reader) formatError(err error) *FormatError {
 		fe.Err = errors.New("file ends inside a block (cut short)")
 	}
 	if !r.gzipped { // a path that is not a file (NewReader on a stream) finds nothing
-		if off, ok := locatePCAPNGDamage(r.path); ok {
-			fe.Offset = off
+		if off, why, ok := locatePCAPNGDamage(r.path); ok {
+			fe.Offset, fe.Err = off, errors.New(why)
 		}
 	}
 	return fe
@@ -230,15 +230,15 @@ func (r *Reader) formatError(err error) *FormatError {
 // damaged: a header that is invalid, a block that runs past the end of the
 // file, a trailer that disagrees with the header, or options that do not fit
 // in their block.
-func locatePCAPNGDamage(path string) (int64, bool) {
+func locatePCAPNGDamage(path string) (offset int64, why string, found bool) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return 0, false
+		return 0, "", false
 	}
 	var order binary.ByteOrder = binary.LittleEndian
 	for off := 0; off < len(data); {
 		if len(data)-off < 12 {
-			return int64(off), true
+			return int64(off), "file ends inside a block header (cut short)", true
 		}
 		typ := binary.LittleEndian.Uint32(data[off:])
 		if typ == magicPCAPNG {
@@ -252,15 +252,19 @@ func locatePCAPNGDamage(path string) (int64, bool) {
 			typ = order.Uint32(data[off:])
 		}
 		length := int(order.Uint32(data[off+4:]))
-		if length < 12 || length%4 != 0 || length > len(data)-off || int(order.Uint32(data[off+length-4:])) != length {
-			return int64(off), true
-		}
-		if !optionsFit(typ, data[off+8:off+length-4], order) {
-			return int64(off), true
+		switch {
+		case length < 12 || length%4 != 0:
+			return int64(off), fmt.Sprintf("block of type %#x claims an invalid length %d", typ, length), true
+		case length > len(data)-off:
+			return int64(off), fmt.Sprintf("block of %d bytes runs past the end of the file (cut short)", length), true
+		case int(order.Uint32(data[off+length-4:])) != length:
+			return int64(off), "block trailer disagrees with its header", true
+		case !optionsFit(typ, data[off+8:off+length-4], order):
+			return int64(off), fmt.Sprintf("an option runs past the end of its block (type %#x)", typ), true
 		}
 		off += length
 	}
-	return 0, false
+	return 0, "", false
 }
 
 // optionsFit checks that the options of a block body stay inside it.
