@@ -4,12 +4,15 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
+	"os/signal"
 	"reflect"
 	"runtime"
 	"runtime/debug"
 	"strings"
+	"syscall"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -86,6 +89,17 @@ func bindFlowFlags(fs *pflag.FlagSet, c *Config) {
 	fs.IntVar(&c.ParquetRows, "parquet-max-rows", c.ParquetRows, "close a Parquet file after this many rows")
 	fs.DurationVar(&c.ParquetAge, "parquet-max-age", c.ParquetAge, "close a Parquet file when its oldest row is this old")
 	fs.IntVar(&c.Shards, "shards", c.Shards, "flow table shards (0: one per CPU)")
+}
+
+// setup resolves the configuration of a command and returns a context
+// cancelled by SIGINT or SIGTERM.
+func setup(cmd *cobra.Command, fromFlags *Config, configFile string) (Config, context.Context, context.CancelFunc, error) {
+	cfg, err := resolveConfig(cmd.Flags(), fromFlags, configFile, os.Getenv)
+	if err != nil {
+		return cfg, nil, nil, err
+	}
+	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+	return cfg, ctx, stop, nil
 }
 
 // resolveConfig layers defaults, the YAML file, the environment and the flags

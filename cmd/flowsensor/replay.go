@@ -7,10 +7,8 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/schollz/progressbar/v3"
@@ -40,11 +38,10 @@ restart neither repeats nor skips a file. SIGINT/SIGTERM stops after the
 current file and writes every open flow.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := resolveConfig(cmd.Flags(), &fromFlags, configFile, os.Getenv)
+			cfg, ctx, stop, err := setup(cmd, &fromFlags, configFile)
 			if err != nil {
 				return err
 			}
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			return runReplay(ctx, cfg, args, watch, cmd.ErrOrStderr())
 		},

@@ -6,11 +6,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
-	"os/signal"
 	"slices"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -34,11 +31,10 @@ the program attached again when it comes back. Needs root (CAP_BPF,
 CAP_NET_ADMIN, CAP_PERFMON).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := resolveConfig(cmd.Flags(), &fromFlags, configFile, os.Getenv)
+			cfg, ctx, stop, err := setup(cmd, &fromFlags, configFile)
 			if err != nil {
 				return err
 			}
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			if cfg.Duration > 0 {
 				var cancel context.CancelFunc

@@ -168,19 +168,11 @@ func compactPartition(dir string, opts CompactOptions, st *CompactStats) error {
 }
 
 func sameSchema(path string, want *pq.Schema) (bool, error) {
-	f, err := os.Open(path)
+	f, pf, err := openParquet(path, pq.SkipPageIndex(true), pq.SkipBloomFilters(true))
 	if err != nil {
 		return false, err
 	}
 	defer f.Close()
-	info, err := f.Stat()
-	if err != nil {
-		return false, err
-	}
-	pf, err := pq.OpenFile(f, info.Size(), pq.SkipPageIndex(true), pq.SkipBloomFilters(true))
-	if err != nil {
-		return false, err
-	}
 	return pq.EqualNodes(pf.Schema(), want), nil
 }
 
@@ -233,19 +225,11 @@ func merge(dir string, inputs []string, now time.Time) (int64, error) {
 }
 
 func copyRows(w *pq.GenericWriter[Row], path string) (int64, error) {
-	f, err := os.Open(path)
+	f, pf, err := openParquet(path)
 	if err != nil {
 		return 0, err
 	}
 	defer f.Close()
-	info, err := f.Stat()
-	if err != nil {
-		return 0, err
-	}
-	pf, err := pq.OpenFile(f, info.Size())
-	if err != nil {
-		return 0, err
-	}
 	var total int64
 	for _, rg := range pf.RowGroups() {
 		rows := rg.Rows()
@@ -262,25 +246,35 @@ func copyRows(w *pq.GenericWriter[Row], path string) (int64, error) {
 	return total, nil
 }
 
+// countRows adds up the row counts of a file's row groups.
 func countRows(path string) (int64, error) {
-	f, err := os.Open(path)
+	f, pf, err := openParquet(path)
 	if err != nil {
 		return 0, err
 	}
 	defer f.Close()
-	info, err := f.Stat()
-	if err != nil {
-		return 0, err
-	}
-	pf, err := pq.OpenFile(f, info.Size())
-	if err != nil {
-		return 0, err
-	}
 	var n int64
 	for _, rg := range pf.RowGroups() {
 		n += rg.NumRows()
 	}
 	return n, nil
+}
+
+// openParquet opens a Parquet file; the caller closes f.
+func openParquet(path string, opts ...pq.FileOption) (*os.File, *pq.File, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	info, err := f.Stat()
+	if err == nil {
+		var pf *pq.File
+		if pf, err = pq.OpenFile(f, info.Size(), opts...); err == nil {
+			return f, pf, nil
+		}
+	}
+	f.Close()
+	return nil, nil, err
 }
 
 func writeJournal(dir string, j journal) error {
