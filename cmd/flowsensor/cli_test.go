@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -37,12 +38,60 @@ func TestConfigLayers(t *testing.T) {
 		len(cfg.Interfaces) != 1 || cfg.Interfaces[0] != "eth9" || cfg.TCPLinger != 2*time.Second {
 		t.Fatalf("layered config wrong: %+v", cfg)
 	}
-	// Every run flag must map to a config field.
-	fs.VisitAll(func(f *pflag.Flag) {
-		if name, ok := flagFields[f.Name]; !ok || fieldByYAML(reflectConfigType, name) < 0 {
-			t.Errorf("flag --%s has no config field", f.Name)
+	// Every flag of run and replay must map to a config field.
+	var c Config
+	for _, bind := range []func(*pflag.FlagSet, *Config){bindRunFlags, bindReplayFlags} {
+		fs := pflag.NewFlagSet("x", pflag.ContinueOnError)
+		bind(fs, &c)
+		fs.VisitAll(func(f *pflag.Flag) {
+			if path, ok := flagFields[f.Name]; !ok || !fieldByYAML(reflect.ValueOf(&c).Elem(), path).IsValid() {
+				t.Errorf("flag --%s has no config field", f.Name)
+			}
+		})
+	}
+}
+
+func TestConfigElasticsearch(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "flowsensor.yaml")
+	yaml := "out: " + dir + "\nelasticsearch:\n  index_prefix: from-file\n  workers: 3\n"
+	if err := os.WriteFile(file, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{
+		"FLOWSENSOR_ELASTICSEARCH_URLS":     "http://a:9200,http://b:9200",
+		"FLOWSENSOR_ELASTICSEARCH_USERNAME": "sensor",
+		"FLOWSENSOR_ELASTICSEARCH_PASSWORD": "s3cret",
+		"FLOWSENSOR_ELASTICSEARCH_WORKERS":  "4",
+	}
+	fromFlags := DefaultConfig()
+	fs := pflag.NewFlagSet("run", pflag.ContinueOnError)
+	bindRunFlags(fs, &fromFlags)
+	if err := fs.Parse([]string{"--es-flush-interval", "250ms", "--es-url", "http://c:9200"}); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := resolveConfig(fs, &fromFlags, file, func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	es := cfg.Elasticsearch
+	if len(es.URLs) != 1 || es.URLs[0] != "http://c:9200" || es.IndexPrefix != "from-file" || es.Workers != 4 ||
+		es.FlushInterval != 250*time.Millisecond || es.Username != "sensor" || string(es.Password) != "s3cret" ||
+		es.SpoolDir != filepath.Join(dir, "es-spool") {
+		t.Fatalf("elasticsearch config: %+v", es)
+	}
+	if s := fmt.Sprintf("%v %+v", cfg, cfg); strings.Contains(s, "s3cret") {
+		t.Fatalf("password printed: %s", s)
+	}
+	_, err = resolveConfig(fs, &fromFlags, "", func(k string) string {
+		if k == "FLOWSENSOR_ELASTICSEARCH_WORKERS" {
+			return "two"
 		}
+		return ""
 	})
+	if err == nil || !strings.Contains(err.Error(), "FLOWSENSOR_ELASTICSEARCH_WORKERS") {
+		t.Fatalf("bad env value: %v", err)
+	}
 }
 
 func TestConfigErrorsNameTheField(t *testing.T) {
@@ -233,5 +282,3 @@ func copyFile(t *testing.T, from, to string) {
 		t.Fatal(err)
 	}
 }
-
-var reflectConfigType = reflect.TypeOf(Config{})

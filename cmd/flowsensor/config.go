@@ -12,6 +12,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/flowsensor/flowsensor/loader"
+	"github.com/flowsensor/flowsensor/sinks/elasticsearch"
 )
 
 // Config is everything `flowsensor run` can be told. Values come from, in
@@ -39,6 +40,9 @@ type Config struct {
 	StateFile       string        `yaml:"state_file"`       // --watch: finished files; default <out>/replay-state.jsonl
 	WatchPoll       time.Duration `yaml:"watch_poll"`       // --watch: how often to look for new files
 	ReplayInterface string        `yaml:"replay_interface"` // interface name for captures without one
+
+	// Elasticsearch is off until it has a URL.
+	Elasticsearch elasticsearch.Config `yaml:"elasticsearch"`
 }
 
 // DefaultConfig is the embedded default: no external service needed.
@@ -56,6 +60,7 @@ func DefaultConfig() Config {
 		ParquetRows:    1_000_000,
 		ParquetAge:     time.Minute,
 		WatchPoll:      2 * time.Second,
+		Elasticsearch:  elasticsearch.DefaultConfig(),
 	}
 }
 
@@ -104,7 +109,7 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("interfaces: %q is not an interface name", name)
 		}
 	}
-	return nil
+	return c.Elasticsearch.Validate()
 }
 
 // LoadFile applies a YAML file over c. Unknown keys are errors, so a typo
@@ -123,13 +128,26 @@ func (c *Config) LoadFile(path string) error {
 	return nil
 }
 
-// LoadEnv applies FLOWSENSOR_<YAML NAME> variables over c.
+// LoadEnv applies FLOWSENSOR_<YAML NAME> variables over c; a nested section
+// adds its name: FLOWSENSOR_ELASTICSEARCH_URLS, FLOWSENSOR_ELASTICSEARCH_PASSWORD.
 func (c *Config) LoadEnv(getenv func(string) string) error {
-	v := reflect.ValueOf(c).Elem()
+	return loadEnv(reflect.ValueOf(c).Elem(), "FLOWSENSOR_", getenv)
+}
+
+func loadEnv(v reflect.Value, prefix string, getenv func(string) string) error {
 	t := v.Type()
 	for i := 0; i < t.NumField(); i++ {
 		name := strings.Split(t.Field(i).Tag.Get("yaml"), ",")[0]
-		env := "FLOWSENSOR_" + strings.ToUpper(name)
+		if name == "" || name == "-" {
+			continue
+		}
+		env := prefix + strings.ToUpper(name)
+		if f := v.Field(i); f.Kind() == reflect.Struct && f.Type() != reflect.TypeOf(time.Duration(0)) {
+			if err := loadEnv(f, env+"_", getenv); err != nil {
+				return err
+			}
+			continue
+		}
 		s := getenv(env)
 		if s == "" {
 			continue
@@ -142,23 +160,34 @@ func (c *Config) LoadEnv(getenv func(string) string) error {
 }
 
 func setField(f reflect.Value, s string) error {
-	switch f.Interface().(type) {
-	case time.Duration:
+	if f.Type() == reflect.TypeOf(time.Duration(0)) {
 		d, err := time.ParseDuration(s)
 		if err != nil {
 			return err
 		}
 		f.SetInt(int64(d))
-	case string:
+		return nil
+	}
+	switch f.Kind() {
+	case reflect.String: // also secrets
 		f.SetString(s)
-	case int:
-		n, err := strconv.Atoi(s)
+	case reflect.Int, reflect.Int64:
+		n, err := strconv.ParseInt(s, 10, 64)
 		if err != nil {
 			return err
 		}
-		f.SetInt(int64(n))
-	case []string:
-		f.Set(reflect.ValueOf(strings.Split(s, ",")))
+		f.SetInt(n)
+	case reflect.Bool:
+		b, err := strconv.ParseBool(s)
+		if err != nil {
+			return err
+		}
+		f.SetBool(b)
+	case reflect.Slice:
+		if f.Type().Elem().Kind() != reflect.String {
+			return fmt.Errorf("unsupported type %s", f.Type())
+		}
+		f.Set(reflect.ValueOf(strings.Split(s, ",")).Convert(f.Type()))
 	default:
 		return fmt.Errorf("unsupported type %s", f.Type())
 	}

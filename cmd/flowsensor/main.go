@@ -16,6 +16,8 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+
+	"github.com/flowsensor/flowsensor/sinks/elasticsearch"
 )
 
 func main() {
@@ -57,6 +59,21 @@ var flagFields = map[string]string{
 	"state":            "state_file",
 	"poll":             "watch_poll",
 	"interface-name":   "replay_interface",
+
+	"es-url":                  "elasticsearch.urls",
+	"es-index-prefix":         "elasticsearch.index_prefix",
+	"es-username":             "elasticsearch.username",
+	"es-password-file":        "elasticsearch.password_file",
+	"es-api-key-file":         "elasticsearch.api_key_file",
+	"es-ca-file":              "elasticsearch.ca_file",
+	"es-insecure-skip-verify": "elasticsearch.insecure_skip_verify",
+	"es-bulk-bytes":           "elasticsearch.bulk_bytes",
+	"es-workers":              "elasticsearch.workers",
+	"es-flush-interval":       "elasticsearch.flush_interval",
+	"es-spool-dir":            "elasticsearch.spool_dir",
+	"es-spool-max-bytes":      "elasticsearch.spool_max_bytes",
+	"es-dead-letter":          "elasticsearch.dead_letter_path",
+	"es-retention":            "elasticsearch.retention",
 }
 
 // bindRunFlags binds the flags of `flowsensor run`.
@@ -89,6 +106,27 @@ func bindFlowFlags(fs *pflag.FlagSet, c *Config) {
 	fs.IntVar(&c.ParquetRows, "parquet-max-rows", c.ParquetRows, "close a Parquet file after this many rows")
 	fs.DurationVar(&c.ParquetAge, "parquet-max-age", c.ParquetAge, "close a Parquet file when its oldest row is this old")
 	fs.IntVar(&c.Shards, "shards", c.Shards, "flow table shards (0: one per CPU)")
+	bindESFlags(fs, &c.Elasticsearch)
+}
+
+// bindESFlags binds the Elasticsearch sink's flags. Passwords and API keys
+// have no flags (they would show in process listings): use the files, the
+// environment or the configuration file.
+func bindESFlags(fs *pflag.FlagSet, e *elasticsearch.Config) {
+	fs.StringArrayVar(&e.URLs, "es-url", nil, "Elasticsearch URL (repeatable); enables the Elasticsearch sink")
+	fs.StringVar(&e.IndexPrefix, "es-index-prefix", e.IndexPrefix, "daily indices PREFIX-YYYY.MM.DD and the index template's name")
+	fs.StringVar(&e.Username, "es-username", e.Username, "basic authentication user (password from --es-password-file or FLOWSENSOR_ELASTICSEARCH_PASSWORD)")
+	fs.StringVar(&e.PasswordFile, "es-password-file", e.PasswordFile, "file holding the basic authentication password")
+	fs.StringVar(&e.APIKeyFile, "es-api-key-file", e.APIKeyFile, "file holding an API key (base64 id:key), instead of a user")
+	fs.StringVar(&e.CAFile, "es-ca-file", e.CAFile, "PEM file of the certificate authorities to trust for https")
+	fs.BoolVar(&e.InsecureSkipVerify, "es-insecure-skip-verify", e.InsecureSkipVerify, "do not verify the server certificate (testing only)")
+	fs.IntVar(&e.BulkBytes, "es-bulk-bytes", e.BulkBytes, "bytes of documents per bulk request")
+	fs.IntVar(&e.Workers, "es-workers", e.Workers, "bulk requests in flight at once")
+	fs.DurationVar(&e.FlushInterval, "es-flush-interval", e.FlushInterval, "longest a document waits for its bulk request")
+	fs.StringVar(&e.SpoolDir, "es-spool-dir", e.SpoolDir, "spool for documents while Elasticsearch is down (default OUT/es-spool)")
+	fs.Int64Var(&e.SpoolMaxBytes, "es-spool-max-bytes", e.SpoolMaxBytes, "size limit of the spool")
+	fs.StringVar(&e.DeadLetterPath, "es-dead-letter", e.DeadLetterPath, "NDJSON file for documents Elasticsearch rejects (default OUT/es-dead-letter.ndjson)")
+	fs.DurationVar(&e.Retention, "es-retention", e.Retention, "delete daily indices this long after creation (ILM, where the cluster has it)")
 }
 
 // setup resolves the configuration of a command and returns a context
@@ -117,30 +155,44 @@ func resolveConfig(fs *pflag.FlagSet, fromFlags *Config, file string, getenv fun
 	dst, src := reflect.ValueOf(&cfg).Elem(), reflect.ValueOf(fromFlags).Elem()
 	var err error
 	fs.Visit(func(f *pflag.Flag) {
-		yamlName, ok := flagFields[f.Name]
+		path, ok := flagFields[f.Name]
 		if !ok {
 			return
 		}
-		i := fieldByYAML(dst.Type(), yamlName)
-		if i < 0 {
+		d, s := fieldByYAML(dst, path), fieldByYAML(src, path)
+		if !d.IsValid() || !s.IsValid() {
 			err = fmt.Errorf("flag --%s has no config field", f.Name)
 			return
 		}
-		dst.Field(i).Set(src.Field(i))
+		d.Set(s)
 	})
 	if err != nil {
 		return cfg, err
 	}
+	cfg.Elasticsearch.SetOutputDir(cfg.Out)
 	return cfg, cfg.Validate()
 }
 
-func fieldByYAML(t reflect.Type, name string) int {
-	for i := 0; i < t.NumField(); i++ {
-		if strings.Split(t.Field(i).Tag.Get("yaml"), ",")[0] == name {
-			return i
+// fieldByYAML finds the field at a dotted path of yaml names in a struct
+// value ("elasticsearch.urls"); the zero Value when there is none.
+func fieldByYAML(v reflect.Value, path string) reflect.Value {
+	for _, name := range strings.Split(path, ".") {
+		if v.Kind() != reflect.Struct {
+			return reflect.Value{}
 		}
+		found := reflect.Value{}
+		for i := 0; i < v.NumField(); i++ {
+			if strings.Split(v.Type().Field(i).Tag.Get("yaml"), ",")[0] == name {
+				found = v.Field(i)
+				break
+			}
+		}
+		if !found.IsValid() {
+			return found
+		}
+		v = found
 	}
-	return -1
+	return v
 }
 
 // version is set at build time with -ldflags "-X main.version=..."; otherwise

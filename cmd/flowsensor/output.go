@@ -5,9 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
+	"time"
 
 	"github.com/flowsensor/flowsensor/aggregator"
 	"github.com/flowsensor/flowsensor/sinks"
+	"github.com/flowsensor/flowsensor/sinks/elasticsearch"
 	"github.com/flowsensor/flowsensor/sinks/parquet"
 )
 
@@ -15,6 +18,7 @@ import (
 // own bounded queue, so a slow sink never blocks the flow table.
 type output struct {
 	parquet *parquet.Sink
+	es      *elasticsearch.Sink // nil when no URL is configured
 	queues  []*sinks.Queue
 }
 
@@ -27,6 +31,16 @@ func openOutput(cfg Config, logger *slog.Logger) (*output, error) {
 	}
 	o := &output{parquet: pq}
 	o.queues = append(o.queues, sinks.NewQueue(pq, sinks.QueueConfig{Name: "parquet", Logger: logger}))
+	if cfg.Elasticsearch.Enabled() {
+		esCfg := cfg.Elasticsearch
+		esCfg.Logger = logger
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if o.es, err = elasticsearch.New(ctx, esCfg); err != nil {
+			return nil, errors.Join(err, o.close(ctx))
+		}
+		o.queues = append(o.queues, sinks.NewQueue(o.es, sinks.QueueConfig{Name: "elasticsearch", Logger: logger}))
+	}
 	return o, nil
 }
 
@@ -44,25 +58,40 @@ func (o *output) tick(ctx context.Context) error {
 	return o.parquet.Flush(ctx)
 }
 
-// close drains every queue and closes the sinks; ctx bounds the wait.
+// close drains every queue and closes the sinks, all at once so that each
+// gets the whole of ctx; whatever Elasticsearch does not take by then is
+// spooled by its sink, not lost.
 func (o *output) close(ctx context.Context) error {
-	var errs []error
-	for _, q := range o.queues {
-		errs = append(errs, q.Close(ctx))
+	errs := make([]error, len(o.queues))
+	var wg sync.WaitGroup
+	for i, q := range o.queues {
+		wg.Go(func() { errs[i] = q.Close(ctx) })
 	}
+	wg.Wait()
 	return errors.Join(errs...)
 }
 
-// dropped is the number of flows that could not be written.
+// dropped is the number of flows that could not be written anywhere they
+// were meant to go.
 func (o *output) dropped() uint64 {
 	var n uint64
 	for _, q := range o.queues {
 		n += q.Stats().Dropped
+	}
+	if o.es != nil {
+		st := o.es.Stats()
+		n += st.Lost()
 	}
 	return n
 }
 
 func (o *output) status() string {
 	ps := o.parquet.Stats()
-	return fmt.Sprintf("parquet rows %d files %d", ps.RowsWritten, ps.FilesWritten)
+	s := fmt.Sprintf("parquet rows %d files %d", ps.RowsWritten, ps.FilesWritten)
+	if o.es != nil {
+		st := o.es.Stats()
+		s += fmt.Sprintf(" | es indexed %d duplicates %d spooled %d (in spool %d) dead-lettered %d lost %d",
+			st.Indexed, st.Duplicates, st.Spooled, st.SpoolDocs, st.DeadLettered, st.Lost())
+	}
+	return s
 }

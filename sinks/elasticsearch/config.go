@@ -7,7 +7,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"reflect"
 	"strconv"
 	"strings"
 	"time"
@@ -25,8 +24,8 @@ type Config struct {
 
 	// Basic authentication, or an API key (the base64 "id:key" form that
 	// Elasticsearch returns as "encoded"). Secrets can also be read from
-	// files, or from FLOWSENSOR_ELASTICSEARCH_PASSWORD and
-	// FLOWSENSOR_ELASTICSEARCH_API_KEY (see LoadEnv); they are never printed.
+	// files (and, in flowsensor, from FLOWSENSOR_ELASTICSEARCH_PASSWORD and
+	// FLOWSENSOR_ELASTICSEARCH_API_KEY); they are never printed.
 	Username     string `yaml:"username"`
 	Password     Secret `yaml:"password"`
 	PasswordFile string `yaml:"password_file"`
@@ -76,7 +75,7 @@ type Config struct {
 
 // Defaults, chosen for a sensor next to a modest cluster: bulk requests of
 // about 5 MB (about 7,000 flows; the size Elasticsearch's tuning guide
-// starts from), two at a time, and a spool that holds about 1.5 million
+// starts from), two at a time, and a spool that holds about 1.4 million
 // flows.
 const (
 	DefaultIndexPrefix        = "flowsensor-flows"
@@ -234,59 +233,6 @@ func checkIndexPrefix(p string) error {
 		return fmt.Errorf(`%q contains one of \/*?"<>| ,#:`, p)
 	case strings.IndexAny(p[:1], "-_+.") == 0:
 		return fmt.Errorf("%q starts with one of -_+.", p)
-	}
-	return nil
-}
-
-// LoadEnv applies FLOWSENSOR_ELASTICSEARCH_<YAML NAME> environment
-// variables over c, e.g. FLOWSENSOR_ELASTICSEARCH_URLS=https://a:9200,https://b:9200
-// or FLOWSENSOR_ELASTICSEARCH_PASSWORD.
-func (c *Config) LoadEnv(getenv func(string) string) error {
-	v := reflect.ValueOf(c).Elem()
-	t := v.Type()
-	for i := range t.NumField() {
-		name := strings.Split(t.Field(i).Tag.Get("yaml"), ",")[0]
-		if name == "" || name == "-" {
-			continue
-		}
-		env := "FLOWSENSOR_ELASTICSEARCH_" + strings.ToUpper(name)
-		s := getenv(env)
-		if s == "" {
-			continue
-		}
-		if err := setField(v.Field(i), s); err != nil {
-			return fmt.Errorf("%s: %w", env, err)
-		}
-	}
-	return nil
-}
-
-func setField(f reflect.Value, s string) error {
-	switch f.Interface().(type) {
-	case time.Duration:
-		d, err := time.ParseDuration(s)
-		if err != nil {
-			return err
-		}
-		f.SetInt(int64(d))
-	case string, Secret:
-		f.SetString(s)
-	case int, int64:
-		n, err := strconv.ParseInt(s, 10, 64)
-		if err != nil {
-			return err
-		}
-		f.SetInt(n)
-	case bool:
-		b, err := strconv.ParseBool(s)
-		if err != nil {
-			return err
-		}
-		f.SetBool(b)
-	case []string:
-		f.Set(reflect.ValueOf(strings.Split(s, ",")))
-	default:
-		return fmt.Errorf("unsupported type %s", f.Type())
 	}
 	return nil
 }
