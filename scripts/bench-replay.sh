@@ -28,8 +28,16 @@ median() {
 	done | sort -n | awk '{a[NR]=$1} END {printf "%.6f", a[int((NR+1)/2)]/1e9}'
 }
 
-printf '| capture | MB | packets | flows | tshark conv s | flowsensor replay s | MB/s | packets/s | flows/s | speed-up |\n'
-printf '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n'
+# Start-up cost of each tool: a capture of one packet.
+empty=testdata/corpus/qinq-8021ad.pcapng
+i=0
+fs_empty() { i=$((i + 1)); "$bin" replay --out "$work/empty$i" "$empty"; }
+ts0=$(median tshark -n -q -z conv,tcp -z conv,udp -r "$empty")
+fs0=$(median fs_empty)
+printf 'start-up (one-packet capture): tshark %.3f s, flowsensor %.3f s\n\n' "$ts0" "$fs0"
+
+printf '| capture | MB | packets | flows | tshark conv s | flowsensor replay s | MB/s | packets/s | flows/s | speed-up | speed-up without start-up |\n'
+printf '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n'
 for f in "${files[@]}"; do
 	size=$(stat -c %s "$f")
 	summary=$("$bin" replay --out "$work/probe" "$f" 2>&1 | grep 'replay:')
@@ -39,7 +47,8 @@ for f in "${files[@]}"; do
 	fs_run() { i=$((i + 1)); "$bin" replay --out "$work/run$i" "$f"; }
 	ts=$(median tshark -n -q -z conv,tcp -z conv,udp -r "$f")
 	fs=$(median fs_run)
-	awk -v name="$(basename "$f")" -v size="$size" -v p="$packets" -v fl="$flows" -v ts="$ts" -v fs="$fs" 'BEGIN {
-		printf "| %s | %.1f | %d | %d | %.3f | %.3f | %.0f | %.0f | %.0f | %.1fx |\n",
-			name, size/1e6, p, fl, ts, fs, size/1e6/fs, p/fs, fl/fs, ts/fs }'
+	awk -v name="$(basename "$f")" -v size="$size" -v p="$packets" -v fl="$flows" -v ts="$ts" -v fs="$fs" \
+		-v ts0="$ts0" -v fs0="$fs0" 'BEGIN {
+		printf "| %s | %.1f | %d | %d | %.3f | %.3f | %.0f | %.0f | %.0f | %.1fx | %.1fx |\n",
+			name, size/1e6, p, fl, ts, fs, size/1e6/fs, p/fs, fl/fs, ts/fs, (ts-ts0)/(fs-fs0) }'
 done
