@@ -61,6 +61,16 @@ func esDo(t *testing.T, method, url string, body any) map[string]any {
 	return out
 }
 
+// esDelete removes the indices and the template a test made under prefix.
+func esDelete(url, prefix string) {
+	for _, path := range []string{"/" + prefix + "-*", "/_index_template/" + prefix} {
+		req, _ := http.NewRequest(http.MethodDelete, url+path, nil)
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			resp.Body.Close()
+		}
+	}
+}
+
 // TestReplayIntoElasticsearch replays a corpus capture into Elasticsearch and
 // into Parquet at once, and checks that both hold the same flows: the count,
 // every flow ID, and per-protocol packet and byte sums from a terms
@@ -72,14 +82,7 @@ func TestReplayIntoElasticsearch(t *testing.T) {
 		capture = filepath.Join(dir, "many-flows-cip-ics.pcap") // about 3000 flows
 	}
 	prefix := fmt.Sprintf("fs-test-replay-%d", time.Now().UnixNano())
-	t.Cleanup(func() {
-		for _, path := range []string{"/" + prefix + "-*", "/_index_template/" + prefix} {
-			req, _ := http.NewRequest(http.MethodDelete, url+path, nil)
-			if resp, err := http.DefaultClient.Do(req); err == nil {
-				resp.Body.Close()
-			}
-		}
-	})
+	t.Cleanup(func() { esDelete(url, prefix) })
 
 	cfg := DefaultConfig()
 	cfg.Out = t.TempDir()

@@ -73,7 +73,15 @@ func TestLab(t *testing.T) {
 func testLabMode(t *testing.T, mode string) {
 	n := newLabNet(t)
 	out := t.TempDir()
-	s := startFlowsensor(t, n.sensor.Path(), "run", "-i", n.sensorIf, "--out", out, "--xdp-mode", mode, "--status-interval", "1s")
+	args := []string{"run", "-i", n.sensorIf, "--out", out, "--xdp-mode", mode, "--status-interval", "1s"}
+	// The live path into Elasticsearch too (replay's is in es_test.go), where there is one.
+	esPrefix := ""
+	if url := os.Getenv("FLOWSENSOR_ES_URL"); url != "" && mode == "native" {
+		esPrefix = fmt.Sprintf("fs-test-lab-%d", time.Now().UnixNano())
+		args = append(args, "--es-url", proxyInto(t, n.sensor, url), "--es-index-prefix", esPrefix)
+		t.Cleanup(func() { esDelete(url, esPrefix) })
+	}
+	s := startFlowsensor(t, n.sensor.Path(), args...)
 	s.waitFor(t, "watching "+n.sensorIf, 15*time.Second)
 	if !strings.Contains(s.stderr(), "xdp "+mode) {
 		t.Fatalf("not attached in %s mode: %s", mode, s.stderr())
@@ -137,6 +145,14 @@ func testLabMode(t *testing.T, mode string) {
 		}
 	}
 	checkDuckDB(t, out)
+	if esPrefix != "" {
+		url := os.Getenv("FLOWSENSOR_ES_URL")
+		esDo(t, "POST", url+"/"+esPrefix+"-*/_refresh", nil)
+		rows := readRows(t, out)
+		if got := esDo(t, "GET", url+"/"+esPrefix+"-*/_count", nil)["count"].(float64); int(got) != len(rows) {
+			t.Errorf("%d documents in Elasticsearch, %d rows in Parquet", int(got), len(rows))
+		}
+	}
 	if t.Failed() {
 		t.Logf("flows: %+v\nstderr:\n%s", flows, s.stderr())
 	}
@@ -372,4 +388,39 @@ func TestLabInterfaceComesBack(t *testing.T) {
 	if icmp.SrcPackets != 5 || icmp.DstPackets != 5 {
 		t.Errorf("icmp flow after the interface came back: %+v, want 5 requests and 5 replies\n%s", icmp, s.stderr())
 	}
+}
+
+// proxyInto makes the HTTP service at url (in the test's own namespace)
+// reachable from inside ns, whose loopback is its own, and returns the URL
+// to use there.
+func proxyInto(t *testing.T, ns *lab.Netns, url string) string {
+	t.Helper()
+	target := strings.TrimPrefix(strings.TrimPrefix(url, "http://"), "https://")
+	var ln net.Listener
+	ns.Do(t, func() {
+		var err error
+		if ln, err = net.Listen("tcp4", "127.0.0.1:0"); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			in, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer in.Close()
+				out, err := net.Dial("tcp", target) // from this goroutine: the test's namespace
+				if err != nil {
+					return
+				}
+				defer out.Close()
+				go func() { _, _ = io.Copy(out, in) }()
+				_, _ = io.Copy(in, out)
+			}()
+		}
+	}()
+	return "http://" + ln.Addr().String()
 }
