@@ -3,26 +3,32 @@ package capture
 import (
 	"encoding/binary"
 
-	"github.com/gopacket/gopacket/layers"
-
 	"github.com/flowsensor/flowsensor/bpf"
 )
 
-// Link types beyond gopacket's constants (tcpdump.org/linktypes.html).
+// LinkType is a capture file's link-layer header type, as numbered at
+// tcpdump.org/linktypes.html.
+type LinkType uint16
+
+// The link types flowsensor reads.
 const (
-	linkTypeLoop  layers.LinkType = 108 // NULL with the address family in network order (OpenBSD)
-	linkTypeRaw12 layers.LinkType = 12  // DLT_RAW on most systems
-	linkTypeRaw14 layers.LinkType = 14  // DLT_RAW on OpenBSD
-	linkTypeIPv4  layers.LinkType = 228
-	linkTypeIPv6  layers.LinkType = 229
-	linkTypeSLL2  layers.LinkType = 276
+	LinkTypeNull     LinkType = 0 // 4-byte address family in the capturing host's byte order (BSD loopback)
+	LinkTypeEthernet LinkType = 1
+	LinkTypeRaw      LinkType = 101 // raw IPv4 or IPv6
+	LinkTypeLinuxSLL LinkType = 113 // Linux "cooked" capture (tcpdump -i any)
+	linkTypeLoop     LinkType = 108 // NULL with the address family in network order (OpenBSD)
+	linkTypeRaw12    LinkType = 12  // DLT_RAW on most systems
+	linkTypeRaw14    LinkType = 14  // DLT_RAW on OpenBSD
+	linkTypeIPv4     LinkType = 228
+	linkTypeIPv6     LinkType = 229
+	linkTypeSLL2     LinkType = 276 // Linux cooked capture v2
 )
 
 // Supported reports whether packets of a link type can be decoded.
-func Supported(lt layers.LinkType) bool {
+func Supported(lt LinkType) bool {
 	switch lt {
-	case layers.LinkTypeEthernet, layers.LinkTypeNull, linkTypeLoop, layers.LinkTypeLinuxSLL, linkTypeSLL2,
-		layers.LinkTypeRaw, linkTypeRaw12, linkTypeRaw14, linkTypeIPv4, linkTypeIPv6:
+	case LinkTypeEthernet, LinkTypeNull, linkTypeLoop, LinkTypeLinuxSLL, linkTypeSLL2,
+		LinkTypeRaw, linkTypeRaw12, linkTypeRaw14, linkTypeIPv4, linkTypeIPv6:
 		return true
 	}
 	return false
@@ -34,7 +40,7 @@ func Supported(lt layers.LinkType) bool {
 // capture. The second result is false for a link type flowsensor cannot read.
 func Decode(p *Packet, r *bpf.Record) (bpf.Counter, bool) {
 	var out bpf.Counter
-	if p.LinkType == layers.LinkTypeEthernet {
+	if p.LinkType == LinkTypeEthernet {
 		out = bpf.Decode(p.Data, r)
 	} else {
 		etherType, payload, ok, supported := L3(p.LinkType, p.Data)
@@ -57,15 +63,15 @@ func Decode(p *Packet, r *bpf.Record) (bpf.Counter, bool) {
 // its payload is (0 for a payload that is not IP, VLAN, PPPoE or MPLS). ok is
 // false when the link header itself is cut short; supported is false for a
 // link type it does not know.
-func L3(lt layers.LinkType, data []byte) (etherType uint16, payload []byte, ok, supported bool) {
+func L3(lt LinkType, data []byte) (etherType uint16, payload []byte, ok, supported bool) {
 	switch lt {
-	case layers.LinkTypeNull, linkTypeLoop:
+	case LinkTypeNull, linkTypeLoop:
 		// 4-byte address family, in the capturing host's byte order for NULL.
 		if len(data) < 4 {
 			return 0, nil, false, true
 		}
 		af := binary.BigEndian.Uint32(data)
-		if lt == layers.LinkTypeNull && af > 0xffff {
+		if lt == LinkTypeNull && af > 0xffff {
 			af = binary.LittleEndian.Uint32(data)
 		}
 		switch af {
@@ -75,7 +81,7 @@ func L3(lt layers.LinkType, data []byte) (etherType uint16, payload []byte, ok, 
 			return bpf.EtherTypeIPv6, data[4:], true, true
 		}
 		return 0, data[4:], true, true
-	case layers.LinkTypeLinuxSLL:
+	case LinkTypeLinuxSLL:
 		// packet type, ARPHRD type, address length, 8-byte address, protocol.
 		if len(data) < 16 {
 			return 0, nil, false, true
@@ -87,7 +93,7 @@ func L3(lt layers.LinkType, data []byte) (etherType uint16, payload []byte, ok, 
 			return 0, nil, false, true
 		}
 		return sllProtocol(binary.BigEndian.Uint16(data[0:])), data[20:], true, true
-	case layers.LinkTypeRaw, linkTypeRaw12, linkTypeRaw14, linkTypeIPv4, linkTypeIPv6:
+	case LinkTypeRaw, linkTypeRaw12, linkTypeRaw14, linkTypeIPv4, linkTypeIPv6:
 		if len(data) < 1 {
 			return 0, nil, false, true
 		}

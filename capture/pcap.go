@@ -6,20 +6,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
-
-	"github.com/gopacket/gopacket/layers"
 )
 
 // pcapReader reads classic pcap records straight out of the read buffer:
 // no copy per packet, and the file offset of every record is known, so a
-// damaged file is reported exactly where it breaks. (pcapng goes through
-// gopacket's pcapgo.)
+// damaged file is reported exactly where it breaks.
 type pcapReader struct {
 	br       *bufio.Reader
 	order    binary.ByteOrder
 	fracNs   int64 // nanoseconds per unit of the fraction field: 1000 (µs) or 1 (ns)
 	snaplen  uint32
-	linkType layers.LinkType
+	linkType LinkType
 	big      []byte // for a record larger than the read buffer
 }
 
@@ -52,7 +49,7 @@ func newPCAPReader(br *bufio.Reader) (*pcapReader, error) {
 	}
 	r.snaplen = r.order.Uint32(h[16:])
 	// The low 16 bits are the link type; the upper ones carry FCS flags.
-	r.linkType = layers.LinkType(r.order.Uint32(h[20:]) & 0xffff)
+	r.linkType = LinkType(r.order.Uint32(h[20:]) & 0xffff)
 	_, _ = br.Discard(pcapFileHeader)
 	return r, nil
 }
@@ -65,7 +62,7 @@ func (r *pcapReader) next(p *Packet) error {
 		return io.EOF
 	}
 	if len(h) < pcapRecordHdr {
-		return errors.New("file ends inside a record header (cut short)")
+		return shortRead(err, "a record header")
 	}
 	sec, frac := int64(r.order.Uint32(h)), int64(r.order.Uint32(h[4:]))
 	caplen, wirelen := r.order.Uint32(h[8:]), r.order.Uint32(h[12:])
@@ -89,7 +86,7 @@ func (r *pcapReader) next(p *Packet) error {
 		data = r.big[:n]
 	}
 	if len(data) < int(caplen) {
-		return errors.New("file ends inside a packet record (cut short)")
+		return shortRead(err, "a packet record")
 	}
 	*p = Packet{Ts: sec*1e9 + frac*r.fracNs, Data: data, WireLen: int(wirelen), LinkType: r.linkType}
 	return nil

@@ -15,9 +15,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-
-	"github.com/gopacket/gopacket/layers"
-	"github.com/gopacket/gopacket/pcapgo"
 )
 
 // Packet is one captured packet. Data is valid until the next call to Next.
@@ -26,13 +23,13 @@ type Packet struct {
 	Data      []byte // the captured bytes, starting with the link header
 	WireLen   int    // length on the wire, which may exceed len(Data)
 	Interface int    // the capture interface within the file
-	LinkType  layers.LinkType
+	LinkType  LinkType
 }
 
 // Interface describes one capture interface of a file.
 type Interface struct {
 	Name     string // from the pcapng interface block; empty when the file has none
-	LinkType layers.LinkType
+	LinkType LinkType
 }
 
 // FormatError is a damaged or unreadable capture file. Packets before Offset
@@ -60,7 +57,7 @@ type Reader struct {
 	closer  io.Closer
 	counter *countingReader
 	pcap    *pcapReader
-	ng      *pcapgo.NgReader
+	ng      *pcapngReader
 	gzipped bool
 	packets int64
 	offset  int64 // classic pcap: where the next record starts
@@ -73,7 +70,7 @@ const (
 	magicPCAPNG     = 0x0a0d0d0a
 	pcapFileHeader  = 24
 	pcapRecordHdr   = 16
-	readBufferBytes = 1 << 20
+	readBufferBytes = 256 << 10
 )
 
 // Open opens a capture file, classic pcap or pcapng, optionally gzipped.
@@ -111,7 +108,7 @@ func NewReader(name string, rd io.Reader) (*Reader, error) {
 	}
 	switch le, be := binary.LittleEndian.Uint32(head), binary.BigEndian.Uint32(head); {
 	case le == magicPCAPNG:
-		ng, err := pcapgo.NewNgReader(b, pcapgo.NgReaderOptions{WantMixedLinkType: true, SkipUnknownVersion: true})
+		ng, err := newPCAPNGReader(b)
 		if err != nil {
 			return nil, r.formatError(err)
 		}
@@ -144,29 +141,14 @@ func (r *Reader) Next(p *Packet) error {
 		r.packets++
 		return nil
 	}
-	data, ci, err := r.ng.ZeroCopyReadPacketData()
-	if err != nil {
+	if err := r.ng.next(p); err != nil {
 		if err == io.EOF {
 			return io.EOF
 		}
 		return r.formatError(err)
 	}
 	r.packets++
-	lt := r.ifaceLinkType(ci.InterfaceIndex)
-	if len(ci.AncillaryData) > 0 {
-		if t, ok := ci.AncillaryData[0].(layers.LinkType); ok {
-			lt = t
-		}
-	}
-	*p = Packet{Ts: ci.Timestamp.UnixNano(), Data: data, WireLen: ci.Length, Interface: ci.InterfaceIndex, LinkType: lt}
 	return nil
-}
-
-func (r *Reader) ifaceLinkType(i int) layers.LinkType {
-	if ifc, err := r.ng.Interface(i); err == nil {
-		return ifc.LinkType
-	}
-	return layers.LinkTypeEthernet
 }
 
 // Interfaces lists the file's capture interfaces known so far (pcapng files
@@ -175,24 +157,19 @@ func (r *Reader) Interfaces() []Interface {
 	if r.pcap != nil {
 		return r.ifaces
 	}
-	out := make([]Interface, r.ng.NInterfaces())
-	for i := range out {
-		ifc, _ := r.ng.Interface(i)
-		out[i] = Interface{Name: ifc.Name, LinkType: ifc.LinkType}
+	out := make([]Interface, len(r.ng.ifaces))
+	for i, ifc := range r.ng.ifaces {
+		out[i] = ifc.Interface
 	}
 	return out
 }
 
 // InterfaceName is the name of interface i from the file, or "".
 func (r *Reader) InterfaceName(i int) string {
-	if r.ng == nil {
+	if r.ng == nil || i < 0 || i >= len(r.ng.ifaces) {
 		return ""
 	}
-	ifc, err := r.ng.Interface(i)
-	if err != nil {
-		return ""
-	}
-	return ifc.Name
+	return r.ng.ifaces[i].Name
 }
 
 // Packets is the number of packets read so far.
@@ -210,95 +187,14 @@ func (r *Reader) Close() error {
 	return nil
 }
 
-// formatError wraps a pcapng read error with the offset of the damaged block,
-// found by walking the block headers from the start of the file, since the
-// pcapng reader does not report positions.
+// formatError wraps a pcapng read error with the offset of its block.
 func (r *Reader) formatError(err error) *FormatError {
-	fe := &FormatError{Path: r.path, Packets: r.packets, Err: lowerErr(err)}
-	if errors.Is(err, io.ErrUnexpectedEOF) {
-		fe.Err = errors.New("file ends inside a block (cut short)")
-	}
-	if !r.gzipped { // a path that is not a file (NewReader on a stream) finds nothing
-		if off, why, ok := locatePCAPNGDamage(r.path); ok {
-			fe.Offset, fe.Err = off, errors.New(why)
-		}
+	fe := &FormatError{Path: r.path, Packets: r.packets, Err: err}
+	var be *blockError
+	if errors.As(err, &be) {
+		fe.Offset, fe.Err = be.offset, be.err
 	}
 	return fe
-}
-
-// locatePCAPNGDamage returns the offset of the first block that is
-// damaged: a header that is invalid, a block that runs past the end of the
-// file, a trailer that disagrees with the header, or options that do not fit
-// in their block.
-func locatePCAPNGDamage(path string) (offset int64, why string, found bool) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return 0, "", false
-	}
-	var order binary.ByteOrder = binary.LittleEndian
-	for off := 0; off < len(data); {
-		if len(data)-off < 12 {
-			return int64(off), "file ends inside a block header (cut short)", true
-		}
-		typ := binary.LittleEndian.Uint32(data[off:])
-		if typ == magicPCAPNG {
-			// A section header says the byte order of its section.
-			if binary.BigEndian.Uint32(data[off+8:]) == 0x1a2b3c4d {
-				order = binary.BigEndian
-			} else {
-				order = binary.LittleEndian
-			}
-		} else {
-			typ = order.Uint32(data[off:])
-		}
-		length := int(order.Uint32(data[off+4:]))
-		switch {
-		case length < 12 || length%4 != 0:
-			return int64(off), fmt.Sprintf("block of type %#x claims an invalid length %d", typ, length), true
-		case length > len(data)-off:
-			return int64(off), fmt.Sprintf("block of %d bytes runs past the end of the file (cut short)", length), true
-		case int(order.Uint32(data[off+length-4:])) != length:
-			return int64(off), "block trailer disagrees with its header", true
-		case !optionsFit(typ, data[off+8:off+length-4], order):
-			return int64(off), fmt.Sprintf("an option runs past the end of its block (type %#x)", typ), true
-		}
-		off += length
-	}
-	return 0, "", false
-}
-
-// optionsFit checks that the options of a block body stay inside it.
-func optionsFit(typ uint32, body []byte, order binary.ByteOrder) bool {
-	var start int
-	switch typ {
-	case magicPCAPNG: // section header: byte-order magic, version, section length
-		start = 16
-	case 1: // interface description: link type, reserved, snap length
-		start = 8
-	case 5: // interface statistics: interface, timestamp
-		start = 12
-	case 6: // enhanced packet: interface, timestamp, captured and original length, data
-		if len(body) < 20 {
-			return false
-		}
-		start = 20 + (int(order.Uint32(body[12:]))+3)&^3
-	default:
-		return true
-	}
-	for pos := start; pos < len(body); {
-		if pos < 0 || len(body)-pos < 4 {
-			return pos == len(body)
-		}
-		code, n := order.Uint16(body[pos:]), int(order.Uint16(body[pos+2:]))
-		if code == 0 { // end of options
-			return true
-		}
-		pos += 4 + (n+3)&^3
-		if pos > len(body) {
-			return false
-		}
-	}
-	return true
 }
 
 // InterfaceNameFromPath is the interface name replay uses for a file without
@@ -322,19 +218,12 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// lowerErr makes third-party error texts start in lower case, like ours.
-func lowerErr(err error) error {
-	s := err.Error()
-	if s == "" || strings.ToLower(s[:1]) == s[:1] {
+// shortRead explains a read that came up short: the error of the layer
+// below (a damaged gzip stream, an I/O error) when there is one, else a file
+// cut short inside what.
+func shortRead(err error, what string) error {
+	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
 		return err
 	}
-	return errors.New(lower(err))
-}
-
-func lower(err error) string {
-	s := err.Error()
-	if s == "" {
-		return s
-	}
-	return strings.ToLower(s[:1]) + s[1:]
+	return fmt.Errorf("file ends inside %s (cut short)", what)
 }

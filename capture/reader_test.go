@@ -12,8 +12,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/gopacket/gopacket/layers"
-
 	"github.com/flowsensor/flowsensor/bpf"
 	"github.com/flowsensor/flowsensor/internal/corpus"
 )
@@ -174,25 +172,25 @@ func TestL3(t *testing.T) {
 	ip4 := []byte{0x45, 0, 0, 20}
 	ip6 := []byte{0x60, 0, 0, 0}
 	for _, tc := range []struct {
-		lt        layers.LinkType
+		lt        LinkType
 		data      []byte
 		etherType uint16
 		ok        bool
 	}{
-		{layers.LinkTypeNull, append([]byte{2, 0, 0, 0}, ip4...), bpf.EtherTypeIPv4, true},  // little-endian host
-		{layers.LinkTypeNull, append([]byte{0, 0, 0, 2}, ip4...), bpf.EtherTypeIPv4, true},  // big-endian host
-		{layers.LinkTypeNull, append([]byte{30, 0, 0, 0}, ip6...), bpf.EtherTypeIPv6, true}, // Darwin
-		{layers.LinkTypeNull, append([]byte{28, 0, 0, 0}, ip6...), bpf.EtherTypeIPv6, true}, // FreeBSD
-		{layers.LinkTypeNull, append([]byte{24, 0, 0, 0}, ip6...), bpf.EtherTypeIPv6, true}, // OpenBSD
-		{layers.LinkTypeNull, append([]byte{10, 0, 0, 0}, ip6...), bpf.EtherTypeIPv6, true}, // Linux
-		{layers.LinkTypeNull, append([]byte{7, 0, 0, 0}, ip4...), 0, true},                  // OSI: not IP
+		{LinkTypeNull, append([]byte{2, 0, 0, 0}, ip4...), bpf.EtherTypeIPv4, true},  // little-endian host
+		{LinkTypeNull, append([]byte{0, 0, 0, 2}, ip4...), bpf.EtherTypeIPv4, true},  // big-endian host
+		{LinkTypeNull, append([]byte{30, 0, 0, 0}, ip6...), bpf.EtherTypeIPv6, true}, // Darwin
+		{LinkTypeNull, append([]byte{28, 0, 0, 0}, ip6...), bpf.EtherTypeIPv6, true}, // FreeBSD
+		{LinkTypeNull, append([]byte{24, 0, 0, 0}, ip6...), bpf.EtherTypeIPv6, true}, // OpenBSD
+		{LinkTypeNull, append([]byte{10, 0, 0, 0}, ip6...), bpf.EtherTypeIPv6, true}, // Linux
+		{LinkTypeNull, append([]byte{7, 0, 0, 0}, ip4...), 0, true},                  // OSI: not IP
 		{linkTypeLoop, append([]byte{0, 0, 0, 24}, ip6...), bpf.EtherTypeIPv6, true},
-		{layers.LinkTypeNull, []byte{2, 0}, 0, false},
-		{layers.LinkTypeLinuxSLL, append(append(make([]byte, 14), 0x08, 0x00), ip4...), bpf.EtherTypeIPv4, true},
-		{layers.LinkTypeLinuxSLL, append(append(make([]byte, 14), 0x00, 0x04), ip4...), 0, true}, // 802.2 LLC
+		{LinkTypeNull, []byte{2, 0}, 0, false},
+		{LinkTypeLinuxSLL, append(append(make([]byte, 14), 0x08, 0x00), ip4...), bpf.EtherTypeIPv4, true},
+		{LinkTypeLinuxSLL, append(append(make([]byte, 14), 0x00, 0x04), ip4...), 0, true}, // 802.2 LLC
 		{linkTypeSLL2, append(append([]byte{0x86, 0xdd}, make([]byte, 18)...), ip6...), bpf.EtherTypeIPv6, true},
 		{linkTypeIPv4, ip4, bpf.EtherTypeIPv4, true},
-		{layers.LinkTypeRaw, ip6, bpf.EtherTypeIPv6, true},
+		{LinkTypeRaw, ip6, bpf.EtherTypeIPv6, true},
 		{linkTypeRaw14, ip4, bpf.EtherTypeIPv4, true},
 	} {
 		et, _, ok, supported := L3(tc.lt, tc.data)
@@ -200,7 +198,7 @@ func TestL3(t *testing.T) {
 			t.Errorf("%v % x: ethertype %#x ok %v supported %v, want %#x %v", tc.lt, tc.data, et, ok, supported, tc.etherType, tc.ok)
 		}
 	}
-	if _, _, _, supported := L3(layers.LinkTypeIEEE802_11, nil); supported {
+	if _, _, _, supported := L3(LinkType(105), nil); supported {
 		t.Error("802.11 reported as supported")
 	}
 }

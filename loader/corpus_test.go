@@ -6,8 +6,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/gopacket/gopacket/layers"
-
 	"github.com/flowsensor/flowsensor/bpf"
 	"github.com/flowsensor/flowsensor/capture"
 	"github.com/flowsensor/flowsensor/internal/corpus"
@@ -72,7 +70,7 @@ func compareFrame(t *testing.T, p *testProgram, i int, pkt *capture.Packet) {
 	var frame []byte
 	var goRec bpf.Record
 	var goOut bpf.Counter
-	if pkt.LinkType == layers.LinkTypeEthernet {
+	if pkt.LinkType == capture.LinkTypeEthernet {
 		if len(data) < 14 {
 			return // BPF_PROG_TEST_RUN refuses frames shorter than an Ethernet header
 		}

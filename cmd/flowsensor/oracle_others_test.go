@@ -11,8 +11,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/gopacket/gopacket/layers"
-
 	"github.com/flowsensor/flowsensor/capture"
 	"github.com/flowsensor/flowsensor/internal/corpus"
 	"github.com/flowsensor/flowsensor/sinks/parquet"
@@ -220,9 +218,9 @@ func linkHeaderBytes(t *testing.T, path string) int64 {
 		return 0
 	}
 	switch p.LinkType {
-	case layers.LinkTypeLinuxSLL:
+	case capture.LinkTypeLinuxSLL:
 		return 16
-	case layers.LinkTypeNull:
+	case capture.LinkTypeNull:
 		return 4
 	}
 	return 0

@@ -43,6 +43,7 @@ current file and writes every open flow.`,
 				return err
 			}
 			defer stop()
+			setGCFloor(replayGCFloor)
 			return runReplay(ctx, cfg, args, watch, cmd.ErrOrStderr())
 		},
 	}

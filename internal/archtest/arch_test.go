@@ -20,7 +20,7 @@ var allowed = map[string][]string{
 	"loader":     {module + "/bpf", "github.com/cilium/ebpf", "github.com/vishvananda/netlink", "golang.org/x/sys"},
 	"aggregator": {module + "/bpf"},
 	"pcapwriter": {module + "/bpf", "github.com/gopacket/gopacket"},
-	"capture":    {module + "/bpf", "github.com/gopacket/gopacket"}, // offline input: capture files
+	"capture":    {module + "/bpf"}, // offline input: capture files (see TestBinaryWithoutGopacketLayers)
 	"sinks":      {module + "/aggregator"},
 	"sinks/":     {module + "/aggregator", module + "/sinks", "github.com/parquet-go/parquet-go", "github.com/elastic/go-elasticsearch"},
 	"cmd/":       {"*"}, // wires everything together
@@ -76,6 +76,23 @@ func TestDependencyDirection(t *testing.T) {
 			if !permitted(imp, rules) {
 				t.Errorf("%s imports %s, which DESIGN.md does not allow", rel, imp)
 			}
+		}
+	}
+}
+
+// TestBinaryWithoutGopacketLayers: gopacket/layers initialises 5 MB of
+// pointer tables, which every flowsensor process would pay for at start-up
+// (about 2 ms, a tenth of a small replay) and every garbage collection would
+// scan. The tests use gopacket to craft frames and as a second pcapng reader;
+// the binary must not link it.
+func TestBinaryWithoutGopacketLayers(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", module+"/cmd/flowsensor").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	for _, dep := range strings.Fields(string(out)) {
+		if strings.HasPrefix(dep, "github.com/gopacket/gopacket") {
+			t.Errorf("the flowsensor binary links %s", dep)
 		}
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"sort"
@@ -62,6 +63,21 @@ func RequireShared(tb testing.TB) string {
 		tb.Skip(msg + ": skipping the tests over large captures")
 	}
 	return d
+}
+
+// RequireTool returns the path of an external program a test needs, or
+// skips the test (fails under RequireEnv) saying how to install it.
+func RequireTool(tb testing.TB, name, install string) string {
+	tb.Helper()
+	path, err := exec.LookPath(name)
+	if err != nil {
+		msg := fmt.Sprintf("%s is not installed (%s)", name, install)
+		if os.Getenv(RequireEnv) != "" {
+			tb.Fatal(msg)
+		}
+		tb.Skip(msg)
+	}
+	return path
 }
 
 // Captures lists the capture files (*.pcap, *.pcapng) in dir, sorted.
