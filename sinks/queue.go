@@ -32,6 +32,11 @@ type QueueConfig struct {
 	Wait func(ctx context.Context, d time.Duration) error
 	// Now is the clock of the warning rate limit; default time.Now.
 	Now func() time.Time
+
+	// Block makes Write wait for room instead of dropping a batch that does
+	// not fit, for a source that can wait: a capture file can, a network link
+	// cannot (its kernel ring would overflow instead, uncounted by the queue).
+	Block bool
 }
 
 // QueueStats are counts of flows (not batches), except Retries.
@@ -57,6 +62,8 @@ type Queue struct {
 	ctx    context.Context // cancelled when Close gives up, to abort the inner Write
 	cancel context.CancelFunc
 	wake   chan struct{} // capacity 1: "there is work or the queue closed"
+	room   chan struct{} // capacity 1: "a batch was written" (Block)
+	stop   chan struct{} // closed by Close, to release blocked Writes
 	done   chan struct{} // closed when the writer goroutine exits
 
 	mu               sync.Mutex
@@ -99,6 +106,8 @@ func NewQueue(inner Sink, cfg QueueConfig) *Queue {
 		cfg:   cfg,
 		log:   cfg.Logger.With("sink", cfg.Name),
 		wake:  make(chan struct{}, 1),
+		room:  make(chan struct{}, 1),
+		stop:  make(chan struct{}),
 		done:  make(chan struct{}),
 	}
 	q.ctx, q.cancel = context.WithCancel(context.Background())
@@ -108,20 +117,35 @@ func NewQueue(inner Sink, cfg QueueConfig) *Queue {
 
 // Write queues a copy of flows and returns without waiting for the inner
 // sink. If the batch does not fit, it is dropped whole (the queued, older
-// flows are kept), counted, and ErrQueueFull is returned. A batch larger than
-// the whole capacity is accepted into an empty queue, so that one big batch,
-// such as the flush of every flow at shutdown, is not dropped by construction.
-func (q *Queue) Write(_ context.Context, flows []aggregator.Flow) error {
+// flows are kept), counted, and ErrQueueFull is returned; with Block, Write
+// waits for room instead, until ctx is done or the queue is closed (then the
+// batch is dropped and counted). A batch larger than the whole capacity is
+// accepted into an empty queue, so that one big batch, such as the flush of
+// every flow at shutdown, is not dropped by construction.
+func (q *Queue) Write(ctx context.Context, flows []aggregator.Flow) error {
 	if len(flows) == 0 {
 		return nil
 	}
 	q.mu.Lock()
+	for q.cfg.Block && !q.closed && !q.fits(len(flows)) {
+		q.mu.Unlock()
+		select {
+		case <-q.room:
+		case <-q.stop:
+		case <-ctx.Done():
+			q.mu.Lock()
+			q.stats.Dropped += uint64(len(flows))
+			q.mu.Unlock()
+			return ctx.Err()
+		}
+		q.mu.Lock()
+	}
 	if q.closed {
 		q.stats.Dropped += uint64(len(flows))
 		q.mu.Unlock()
 		return ErrClosed
 	}
-	if q.stats.Queued > 0 && q.stats.Queued+len(flows) > q.cfg.Capacity {
+	if !q.fits(len(flows)) {
 		q.stats.Dropped += uint64(len(flows))
 		q.droppedSinceWarn += uint64(len(flows))
 		var warn bool
@@ -144,6 +168,11 @@ func (q *Queue) Write(_ context.Context, flows []aggregator.Flow) error {
 	return nil
 }
 
+// fits reports whether n more flows may be queued. Call with q.mu held.
+func (q *Queue) fits(n int) bool {
+	return q.stats.Queued == 0 || q.stats.Queued+n <= q.cfg.Capacity
+}
+
 // Stats returns the current counts.
 func (q *Queue) Stats() QueueStats {
 	q.mu.Lock()
@@ -163,6 +192,7 @@ func (q *Queue) Close(ctx context.Context) error {
 	}
 	q.closed = true
 	q.mu.Unlock()
+	close(q.stop)
 	q.signal()
 
 	select {
@@ -233,6 +263,10 @@ func (q *Queue) write(b []aggregator.Flow) bool {
 			q.stats.Queued -= len(b)
 			q.stats.Written += uint64(len(b))
 			q.mu.Unlock()
+			select {
+			case q.room <- struct{}{}:
+			default: // a blocked Write has yet to take the last one
+			}
 			return true
 		}
 		if q.ctx.Err() != nil {

@@ -173,6 +173,77 @@ func TestQueueFullDrops(t *testing.T) {
 	}
 }
 
+// TestQueueBlockWaitsForRoom: with Block, a Write that does not fit waits
+// until the sink has taken enough, and nothing is dropped; two writers
+// waiting at once both get through, in some order.
+func TestQueueBlockWaitsForRoom(t *testing.T) {
+	ctx := context.Background()
+	block := make(chan struct{})
+	inner := &fakeSink{block: block, entered: make(chan struct{}, 100)}
+	q := sinks.NewQueue(inner, sinks.QueueConfig{Capacity: 10, Block: true, Logger: discard})
+	if err := q.Write(ctx, batch(0, 5)); err != nil {
+		t.Fatal(err)
+	}
+	<-inner.entered // the writer holds batch 0 and is stuck in the sink
+	if err := q.Write(ctx, batch(5, 5)); err != nil {
+		t.Fatal(err)
+	}
+	returned := make(chan error, 2)
+	go func() { returned <- q.Write(ctx, batch(10, 3)) }()
+	go func() { returned <- q.Write(ctx, batch(13, 4)) }()
+	select {
+	case err := <-returned:
+		t.Fatalf("Write to a full blocking queue returned (%v) before there was room", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(block)
+	for range 2 {
+		if err := <-returned; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := q.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	wantStats(t, q, sinks.QueueStats{Written: 17})
+	written, _, _ := inner.state()
+	slices.Sort(written)
+	if !slices.Equal(written, ids(0, 17)) {
+		t.Errorf("written %v, want 0..16", written)
+	}
+}
+
+// TestQueueBlockReleased: a Write blocked on a full queue gives up, dropping
+// and counting its batch, when its context ends or the queue is closed.
+func TestQueueBlockReleased(t *testing.T) {
+	block := make(chan struct{})
+	inner := &fakeSink{block: block, entered: make(chan struct{}, 100)}
+	q := sinks.NewQueue(inner, sinks.QueueConfig{Capacity: 10, Block: true, Logger: discard})
+	if err := q.Write(context.Background(), batch(0, 10)); err != nil {
+		t.Fatal(err)
+	}
+	<-inner.entered
+	ctx, cancel := context.WithCancel(context.Background())
+	returned := make(chan error, 1)
+	go func() { returned <- q.Write(ctx, batch(10, 2)) }()
+	cancel()
+	if err := <-returned; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Write after its context ended: %v", err)
+	}
+
+	go func() { returned <- q.Write(context.Background(), batch(12, 3)) }()
+	closed := make(chan error, 1)
+	go func() { closed <- q.Close(context.Background()) }()
+	if err := <-returned; !errors.Is(err, sinks.ErrClosed) {
+		t.Fatalf("Write released by Close: %v", err)
+	}
+	close(block)
+	if err := <-closed; err != nil {
+		t.Fatal(err)
+	}
+	wantStats(t, q, sinks.QueueStats{Written: 10, Dropped: 5})
+}
+
 // TestQueueOversizedBatch: a batch above the capacity gets in only when the
 // queue is empty, so a big shutdown flush is not lost by construction.
 func TestQueueOversizedBatch(t *testing.T) {

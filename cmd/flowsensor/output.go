@@ -15,7 +15,8 @@ import (
 )
 
 // output is where flows go, for run and replay alike: each sink behind its
-// own bounded queue, so a slow sink never blocks the flow table.
+// own bounded queue, so a slow sink never blocks the live flow table. Replay
+// waits for a slow sink instead: its input can wait, so it loses nothing.
 type output struct {
 	parquet *parquet.Sink
 	es      *elasticsearch.Sink // nil when no URL is configured
@@ -23,14 +24,15 @@ type output struct {
 }
 
 // openOutput creates the sinks. It fails before anything else starts when an
-// output cannot be used.
-func openOutput(cfg Config, logger *slog.Logger) (*output, error) {
+// output cannot be used. With wait, a full queue makes emit wait for room
+// rather than drop flows.
+func openOutput(cfg Config, logger *slog.Logger, wait bool) (*output, error) {
 	pq, err := parquet.New(parquet.Config{Dir: cfg.Out, MaxRows: cfg.ParquetRows, MaxAge: cfg.ParquetAge})
 	if err != nil {
 		return nil, err
 	}
 	o := &output{parquet: pq}
-	o.queues = append(o.queues, sinks.NewQueue(pq, sinks.QueueConfig{Name: "parquet", Logger: logger}))
+	o.queues = append(o.queues, sinks.NewQueue(pq, sinks.QueueConfig{Name: "parquet", Logger: logger, Block: wait}))
 	if cfg.Elasticsearch.Enabled() {
 		esCfg := cfg.Elasticsearch
 		esCfg.Logger = logger
@@ -39,13 +41,13 @@ func openOutput(cfg Config, logger *slog.Logger) (*output, error) {
 		if o.es, err = elasticsearch.New(ctx, esCfg); err != nil {
 			return nil, errors.Join(err, o.close(ctx))
 		}
-		o.queues = append(o.queues, sinks.NewQueue(o.es, sinks.QueueConfig{Name: "elasticsearch", Logger: logger}))
+		o.queues = append(o.queues, sinks.NewQueue(o.es, sinks.QueueConfig{Name: "elasticsearch", Logger: logger, Block: wait}))
 	}
 	return o, nil
 }
 
-// emit hands flows to every sink without blocking; a full queue counts and
-// logs its own drops.
+// emit hands flows to every sink. A full queue counts and logs its own
+// drops, or, for replay, waits until its sink has taken enough.
 func (o *output) emit(flows []aggregator.Flow) {
 	for _, q := range o.queues {
 		_ = q.Write(context.Background(), flows)

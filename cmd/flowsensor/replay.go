@@ -118,7 +118,7 @@ func runReplay(ctx context.Context, cfg Config, paths []string, watch bool, stde
 			return err
 		}
 	}
-	out, err := openOutput(cfg, slog.New(slog.NewTextHandler(stderr, nil)))
+	out, err := openOutput(cfg, slog.New(slog.NewTextHandler(stderr, nil)), true)
 	if err != nil {
 		return err
 	}

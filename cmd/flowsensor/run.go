@@ -73,7 +73,7 @@ func runSensor(ctx context.Context, cfg Config, stderr io.Writer) (err error) {
 		return err
 	}
 	// Output first: a bad --out must fail before anything is attached.
-	if s.out, err = openOutput(cfg, slog.New(slog.NewTextHandler(stderr, nil))); err != nil {
+	if s.out, err = openOutput(cfg, slog.New(slog.NewTextHandler(stderr, nil)), false); err != nil {
 		return err
 	}
 	// Every interface is attached before anything runs: a failure leaves
