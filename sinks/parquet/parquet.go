@@ -51,6 +51,11 @@ const (
 	// rowGroupRows is DuckDB's own row group size: a reader parallelises
 	// over row groups, and the writer holds at most one group's pages.
 	rowGroupRows = 122_880
+
+	// rowsPerWrite rows are converted and handed to the Parquet writer at a
+	// time: enough to amortise the call (it shreds 64 rows at a time), small
+	// enough (64 KB) to stay in cache and not to fault in fresh memory.
+	rowsPerWrite = 256
 )
 
 // codec is shared by every file: it pools its zstd encoders.
@@ -88,7 +93,7 @@ type Sink struct {
 	seq    uint64
 	closed bool
 	stats  Stats
-	rows   []Row // conversion buffer, reused
+	rows   []Row // conversion buffer, reused: rowsPerWrite rows
 }
 
 type partition struct {
@@ -124,7 +129,7 @@ func New(cfg Config) (*Sink, error) {
 		host:  sanitizeHost(cfg.Host),
 		pid:   os.Getpid(),
 		parts: make(map[int64]*partition),
-		rows:  make([]Row, chunkLen),
+		rows:  make([]Row, rowsPerWrite),
 	}
 	if err := s.probe(); err != nil {
 		return nil, fmt.Errorf("parquet output dir %s: %w", cfg.Dir, err)
@@ -331,12 +336,17 @@ func (s *Sink) encode(w io.Writer, buf *buffer, n int) error {
 		pq.MaxRowsPerRowGroup(rowGroupRows),
 	)
 	err := buf.visit(n, func(flows []aggregator.Flow) error {
-		rows := s.rows[:len(flows)] // a chunk at most
-		for i := range flows {
-			rows[i] = RowFromFlow(&flows[i])
+		for len(flows) > 0 {
+			rows := s.rows[:min(len(flows), len(s.rows))]
+			for i := range rows {
+				rows[i] = RowFromFlow(&flows[i])
+			}
+			if _, err := pw.Write(rows); err != nil {
+				return err
+			}
+			flows = flows[len(rows):]
 		}
-		_, err := pw.Write(rows)
-		return err
+		return nil
 	})
 	if err != nil {
 		return err
