@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
 # Replay throughput beside tshark on the same files, in the same run, as
-# whole processes (start-up included for both). Medians of N runs.
+# whole processes (start-up included for both).
 #   scripts/bench-replay.sh [N] [capture...]
-# Defaults: 9 runs; large-tumblr-ipv6.pcap and many-flows-cip-ics.pcap from
+# Defaults: 9 rounds; large-tumblr-ipv6.pcap and many-flows-cip-ics.pcap from
 # ../shared/corpus/public.
+#
+# Each round runs tshark then flowsensor back to back, so both see the same
+# machine load; the speed-up is the median of the per-round ratios, the times
+# are the medians of each tool's runs. This machine is shared: expect the
+# times to move by 10-20% between invocations, the ratio much less.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-9}
@@ -17,38 +22,52 @@ CGO_ENABLED=0 go build -trimpath -o "$bin" ./cmd/flowsensor
 work=$(mktemp -d)
 trap 'rm -rf "$work" "$(dirname "$bin")"' EXIT
 
-# median_seconds CMD... : runs CMD n times, alternating with nothing else.
-median() {
-	local i s e
-	for i in $(seq "$n"); do
-		s=$(date +%s%N)
-		"$@" >/dev/null 2>&1
-		e=$(date +%s%N)
-		echo $((e - s))
-	done | sort -n | awk '{a[NR]=$1} END {printf "%.6f", a[int((NR+1)/2)]/1e9}'
+# ns CMD...: wall time of one run, in nanoseconds.
+ns() {
+	local s e
+	s=$(date +%s%N)
+	"$@" >/dev/null 2>&1
+	e=$(date +%s%N)
+	echo $((e - s))
 }
+
+# rounds FILE: n lines "tshark_ns flowsensor_ns", alternating the two tools.
+rounds() {
+	local i
+	for i in $(seq "$n"); do
+		rm -rf "$work/out"
+		echo "$(ns tshark -n -q -z conv,tcp -z conv,udp -r "$1") $(ns "$bin" replay --out "$work/out" "$1")"
+	done
+}
+
+# median of column $1 of stdin
+median() { sort -g -k"$1","$1" | awk -v c="$1" '{a[NR]=$c} END {print a[int((NR+1)/2)]}'; }
 
 # Start-up cost of each tool: a capture of one packet.
 empty=testdata/corpus/qinq-8021ad.pcapng
-i=0
-fs_empty() { i=$((i + 1)); "$bin" replay --out "$work/empty$i" "$empty"; }
-ts0=$(median tshark -n -q -z conv,tcp -z conv,udp -r "$empty")
-fs0=$(median fs_empty)
-printf 'start-up (one-packet capture): tshark %.3f s, flowsensor %.3f s\n\n' "$ts0" "$fs0"
+r0=$(rounds "$empty")
+ts0=$(median 1 <<<"$r0")
+fs0=$(median 2 <<<"$r0")
+awk -v t="$ts0" -v f="$fs0" 'BEGIN {printf "start-up (one-packet capture): tshark %.3f s, flowsensor %.3f s\n\n", t/1e9, f/1e9}'
 
-printf '| capture | MB | packets | flows | tshark conv s | flowsensor replay s | MB/s | packets/s | flows/s | speed-up | speed-up without start-up |\n'
+printf '| capture | MB | packets | flows | tshark conv s | flowsensor replay s | MB/s | packets/s | flows/s | speed-up (median of %d rounds, range) | without start-up |\n' "$n"
 printf '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n'
 for f in "${files[@]}"; do
 	size=$(stat -c %s "$f")
-	summary=$("$bin" replay --out "$work/probe" "$f" 2>&1 | grep 'replay:')
+	rm -rf "$work/out"
+	summary=$("$bin" replay --out "$work/out" "$f" 2>&1 | grep 'replay:')
 	packets=$(sed -E 's/.* ([0-9]+) packets .*/\1/' <<<"$summary")
 	flows=$(sed -E 's/.* ([0-9]+) flows reported.*/\1/' <<<"$summary")
-	i=0
-	fs_run() { i=$((i + 1)); "$bin" replay --out "$work/run$i" "$f"; }
-	ts=$(median tshark -n -q -z conv,tcp -z conv,udp -r "$f")
-	fs=$(median fs_run)
+	r=$(rounds "$f")
+	ts=$(median 1 <<<"$r")
+	fs=$(median 2 <<<"$r")
+	ratios=$(awk '{print $1/$2}' <<<"$r" | sort -g)
+	ratio=$(median 1 <<<"$ratios")
+	lo=$(head -1 <<<"$ratios")
+	hi=$(tail -1 <<<"$ratios")
 	awk -v name="$(basename "$f")" -v size="$size" -v p="$packets" -v fl="$flows" -v ts="$ts" -v fs="$fs" \
-		-v ts0="$ts0" -v fs0="$fs0" 'BEGIN {
-		printf "| %s | %.1f | %d | %d | %.3f | %.3f | %.0f | %.0f | %.0f | %.1fx | %.1fx |\n",
-			name, size/1e6, p, fl, ts, fs, size/1e6/fs, p/fs, fl/fs, ts/fs, (ts-ts0)/(fs-fs0) }'
+		-v ts0="$ts0" -v fs0="$fs0" -v ratio="$ratio" -v lo="$lo" -v hi="$hi" 'BEGIN {
+		ts /= 1e9; fs /= 1e9; ts0 /= 1e9; fs0 /= 1e9
+		printf "| %s | %.1f | %d | %d | %.3f | %.3f | %.0f | %.0f | %.0f | %.1fx (%.1f-%.1f) | %.1fx |\n",
+			name, size/1e6, p, fl, ts, fs, size/1e6/fs, p/fs, fl/fs, ratio, lo, hi, (ts-ts0)/(fs-fs0) }'
 done
