@@ -5,9 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"iter"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -284,6 +287,8 @@ func (rp *replayer) read(path string) error {
 		return err
 	}
 	defer r.Close()
+	unsupported := map[capture.LinkType]int64{}
+	defer func() { rp.reportUnsupported(path, unsupported) }()
 	ifindex := map[int]uint32{}
 	var pkt capture.Packet
 	var rec bpf.Record
@@ -292,6 +297,9 @@ func (rp *replayer) read(path string) error {
 		if err := r.Next(&pkt); err != nil {
 			if rp.progress != nil {
 				_ = rp.progress.Add64(r.BytesRead() - progressed)
+			}
+			if err == io.EOF && rp.lastPackets > 0 && rp.lastPackets == sum(maps.Values(unsupported)) {
+				return fmt.Errorf("%s: none of its %d packets has a link type flowsensor reads", path, rp.lastPackets)
 			}
 			if err == io.EOF {
 				return nil
@@ -302,6 +310,7 @@ func (rp *replayer) read(path string) error {
 		out, ok := capture.Decode(&pkt, &rec)
 		if !ok {
 			rp.unsupported++
+			unsupported[pkt.LinkType]++
 			continue
 		}
 		rp.kernel.Count(out, &rec)
@@ -326,6 +335,26 @@ func (rp *replayer) read(path string) error {
 			rp.housekeeping(r, &progressed)
 		}
 	}
+}
+
+// reportUnsupported says which packets of a file were skipped for their link
+// type, once per file and type.
+func (rp *replayer) reportUnsupported(path string, skipped map[capture.LinkType]int64) {
+	for _, lt := range slices.Sorted(maps.Keys(skipped)) {
+		if rp.progress != nil {
+			_ = rp.progress.Clear()
+		}
+		fmt.Fprintf(rp.log, "flowsensor: %s: %d packets of link type %d skipped: flowsensor reads Ethernet, Linux SLL and SLL2, NULL/LOOP and raw IP (tcpdump.org/linktypes.html)\n",
+			path, skipped[lt], lt)
+	}
+}
+
+func sum(values iter.Seq[int64]) int64 {
+	var n int64
+	for v := range values {
+		n += v
+	}
+	return n
 }
 
 // advance runs expiry at packet time ts, after the records already taken.
@@ -368,9 +397,10 @@ func (rp *replayer) interfaceName(r *capture.Reader, path string, i int) string 
 func (rp *replayer) summary(elapsed time.Duration) string {
 	k := &rp.kernel
 	as := rp.agg.Stats()
-	pps := float64(k[bpf.CounterSeen]) / max(elapsed.Seconds(), 1e-9)
+	packets := k[bpf.CounterSeen] + uint64(rp.unsupported)
+	pps := float64(packets) / max(elapsed.Seconds(), 1e-9)
 	return fmt.Sprintf("flowsensor: replay: %d files (%d with errors), %d packets (%.0f/s), %d in flows, %d flows reported | not flows: non-ip %d malformed %d unsupported link %d | drops: queue %d | %s",
-		rp.files, rp.failed, k[bpf.CounterSeen]+uint64(rp.unsupported), pps, as.Packets, as.Reports,
+		rp.files, rp.failed, packets, pps, as.Packets, as.Reports,
 		k[bpf.CounterNonIP], malformed(k), rp.unsupported, rp.out.dropped(), rp.out.status())
 }
 

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -45,6 +46,34 @@ func TestReplayCorruptFiles(t *testing.T) {
 	}
 	if want := int64(56 + 1 + 42); packets != want {
 		t.Errorf("%d packets in flows, want %d (56 + the cut file's 1 + 42)", packets, want)
+	}
+}
+
+// TestReplayUnsupportedLinkType: packets of a link type flowsensor cannot
+// read are named with the file and the type; a file with nothing else fails.
+func TestReplayUnsupportedLinkType(t *testing.T) {
+	editcap := corpus.RequireTool(t, "editcap", "apt-get install tshark")
+	wifi := filepath.Join(t.TempDir(), "wifi.pcap")
+	if out, err := exec.Command(editcap, "-T", "ieee-802-11", localCapture("vlan11-dns-icmp-arp.pcap"), wifi).CombinedOutput(); err != nil {
+		t.Fatalf("editcap: %v: %s", err, out)
+	}
+	out := t.TempDir()
+	code, _, stderr := runFlowsensor(t, "", "replay", "--out", out, wifi, localCapture("tcp-dns-arp-http-google.pcap"))
+	if code == 0 {
+		t.Fatalf("exit status 0; stderr:\n%s", stderr)
+	}
+	for _, want := range []string{
+		"wifi.pcap: 133 packets of link type 105 skipped",
+		"wifi.pcap: none of its 133 packets has a link type flowsensor reads",
+		"replay: 2 files (1 with errors), 191 packets",
+		"unsupported link 133",
+	} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, stderr)
+		}
+	}
+	if rows := readRows(t, out); len(rows) == 0 {
+		t.Error("the readable file gave no flows")
 	}
 }
 
