@@ -12,12 +12,13 @@ import (
 // no copy per packet, and the file offset of every record is known, so a
 // damaged file is reported exactly where it breaks.
 type pcapReader struct {
-	br       *bufio.Reader
-	order    binary.ByteOrder
-	fracNs   int64 // nanoseconds per unit of the fraction field: 1000 (µs) or 1 (ns)
-	snaplen  uint32
-	linkType LinkType
-	big      []byte // for a record larger than the read buffer
+	br        *bufio.Reader
+	order     binary.ByteOrder
+	recordHdr int   // 16; 24 or 28 in the modified formats
+	fracNs    int64 // nanoseconds per unit of the fraction field: 1000 (µs) or 1 (ns)
+	snaplen   uint32
+	linkType  LinkType
+	big       []byte // for a record larger than the read buffer
 }
 
 const (
@@ -33,16 +34,14 @@ func newPCAPReader(br *bufio.Reader) (*pcapReader, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pcap file header: %d of %d bytes", len(h), pcapFileHeader)
 	}
-	r := &pcapReader{br: br, order: binary.LittleEndian, fracNs: 1000}
-	switch magic := binary.LittleEndian.Uint32(h); magic {
-	case magicMicros:
-	case magicNanos:
-		r.fracNs = 1
-	default:
+	r := &pcapReader{br: br, order: binary.LittleEndian, recordHdr: pcapRecordHdr, fracNs: 1000}
+	magic := binary.LittleEndian.Uint32(h)
+	if magic != magicMicros && magic != magicNanos && magic != magicModified {
 		r.order = binary.BigEndian
-		if binary.BigEndian.Uint32(h) == magicNanos {
-			r.fracNs = 1
-		}
+		magic = binary.BigEndian.Uint32(h)
+	}
+	if magic == magicNanos {
+		r.fracNs = 1
 	}
 	if v := r.order.Uint16(h[4:]); v != pcapVersionMajor {
 		return nil, fmt.Errorf("pcap file header: unknown major version %d", v)
@@ -51,17 +50,51 @@ func newPCAPReader(br *bufio.Reader) (*pcapReader, error) {
 	// The low 16 bits are the link type; the upper ones carry FCS flags.
 	r.linkType = LinkType(r.order.Uint32(h[20:]) & 0xffff)
 	_, _ = br.Discard(pcapFileHeader)
+	if magic == magicModified {
+		r.recordHdr = r.modifiedRecordHdr()
+	}
 	return r, nil
+}
+
+// modifiedRecordHdr tells the two formats with the modified magic apart, as
+// Wireshark does, by which record header length makes the first records
+// line up: 24 bytes (Kuznetzov's patch: interface index, protocol, packet
+// type) or 28 (SuSE 6.3's, with two CPU bytes and padding).
+func (r *pcapReader) modifiedRecordHdr() int {
+	buf, _ := r.br.Peek(r.br.Size())
+	for _, hdr := range []int{24, 28} {
+		if r.recordsLineUp(buf, hdr) {
+			return hdr
+		}
+	}
+	return 24 // neither: the records are damaged, which reading will report
+}
+
+// recordsLineUp reports whether the first (up to) two records in buf make
+// sense with record headers of hdr bytes.
+func (r *pcapReader) recordsLineUp(buf []byte, hdr int) bool {
+	off := 0
+	for range 2 {
+		if len(buf)-off < hdr {
+			return off > 0 || len(buf) == 0
+		}
+		caplen, wirelen := r.order.Uint32(buf[off+8:]), r.order.Uint32(buf[off+12:])
+		if caplen > wirelen || caplen > max(r.snaplen, maxRecord) {
+			return false
+		}
+		off += hdr + int(caplen)
+	}
+	return off <= len(buf) || len(buf) == r.br.Size()
 }
 
 // next reads one record into p. Data points into the read buffer and is
 // valid until the next call.
 func (r *pcapReader) next(p *Packet) error {
-	h, err := r.br.Peek(pcapRecordHdr)
+	h, err := r.br.Peek(r.recordHdr)
 	if len(h) == 0 && errors.Is(err, io.EOF) {
 		return io.EOF
 	}
-	if len(h) < pcapRecordHdr {
+	if len(h) < r.recordHdr {
 		return shortRead(err, "a record header")
 	}
 	sec, frac := int64(r.order.Uint32(h)), int64(r.order.Uint32(h[4:]))
@@ -72,7 +105,7 @@ func (r *pcapReader) next(p *Packet) error {
 	if caplen > wirelen {
 		return fmt.Errorf("record claims %d captured bytes of a %d-byte packet", caplen, wirelen)
 	}
-	_, _ = r.br.Discard(pcapRecordHdr)
+	_, _ = r.br.Discard(r.recordHdr)
 	var data []byte
 	if int(caplen) <= r.br.Size() {
 		data, err = r.br.Peek(int(caplen))

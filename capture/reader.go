@@ -67,6 +67,7 @@ type Reader struct {
 const (
 	magicMicros     = 0xa1b2c3d4
 	magicNanos      = 0xa1b23c4d
+	magicModified   = 0xa1b2cd34 // Alexey Kuznetzov's patched libpcap: longer record headers
 	magicPCAPNG     = 0x0a0d0d0a
 	pcapFileHeader  = 24
 	pcapRecordHdr   = 16
@@ -113,7 +114,8 @@ func NewReader(name string, rd io.Reader) (*Reader, error) {
 			return nil, r.formatError(err)
 		}
 		r.ng = ng
-	case le == magicMicros || le == magicNanos || be == magicMicros || be == magicNanos:
+	case le == magicMicros || le == magicNanos || le == magicModified ||
+		be == magicMicros || be == magicNanos || be == magicModified:
 		pr, err := newPCAPReader(b)
 		if err != nil {
 			return nil, &FormatError{Path: name, Err: err}
@@ -137,7 +139,7 @@ func (r *Reader) Next(p *Packet) error {
 			}
 			return &FormatError{Path: r.path, Offset: r.offset, Packets: r.packets, Err: err}
 		}
-		r.offset += pcapRecordHdr + int64(len(p.Data))
+		r.offset += int64(r.pcap.recordHdr + len(p.Data))
 		r.packets++
 		return nil
 	}

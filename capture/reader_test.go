@@ -7,6 +7,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -242,4 +243,25 @@ func FuzzReader(f *testing.F) {
 		}
 		t.Fatal(fmt.Sprintf("more packets than input bytes (%d)", len(data)))
 	})
+}
+
+// TestPCAPVariants converts corpus captures with editcap to the other
+// classic pcap flavours tshark reads (nanosecond, and the two "modified"
+// formats with longer record headers) and requires the same packets as the
+// original.
+func TestPCAPVariants(t *testing.T) {
+	editcap := corpus.RequireTool(t, "editcap", "apt-get install tshark")
+	for _, name := range []string{"vlan11-dns-icmp-arp.pcap", "tcp-dns-arp-http-google.pcap", "ipv4-frags-rawip4-dns.pcap"} {
+		orig := filepath.Join(corpus.LocalDir(), name)
+		want := readAll(t, orig)
+		for _, format := range []string{"nsecpcap", "modpcap", "suse6_3pcap"} {
+			t.Run(name+"/"+format, func(t *testing.T) {
+				conv := filepath.Join(t.TempDir(), name)
+				if out, err := exec.Command(editcap, "-F", format, orig, conv).CombinedOutput(); err != nil {
+					t.Fatalf("editcap: %v: %s", err, out)
+				}
+				comparePackets(t, "the original", readAll(t, conv), want)
+			})
+		}
+	}
 }
