@@ -89,6 +89,58 @@ func TestOracleTShark(t *testing.T) {
 	}
 }
 
+// TestOracleTSharkOwnCaptures runs the same comparison on captures of the
+// user's: FLOWSENSOR_ORACLE_DIR=/some/pcaps go test -run OwnCaptures
+// ./cmd/flowsensor/. tshark makes each table on the fly, as the stored ones
+// were made. Captures tshark cannot read and captures with a tunnel are
+// reported and left out: flowsensor keys a tunnelled packet by its outer
+// headers, tshark's Community ID by the inner ones.
+func TestOracleTSharkOwnCaptures(t *testing.T) {
+	dir := os.Getenv("FLOWSENSOR_ORACLE_DIR")
+	if dir == "" {
+		t.Skip("set FLOWSENSOR_ORACLE_DIR to a folder of captures to compare with tshark")
+	}
+	corpus.RequireTool(t, "tshark", "apt-get install tshark")
+	captures, err := corpus.Captures(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range captures {
+		t.Run(filepath.Base(path), func(t *testing.T) {
+			tsv := filepath.Join(t.TempDir(), "packets.tsv")
+			if err := corpus.WriteTSharkTable(path, tsv); err != nil {
+				t.Skipf("tshark cannot read it: %v", err)
+			}
+			rows, err := corpus.ReadTSharkTable(tsv)
+			if err != nil {
+				t.Skipf("no packets: %v", err)
+			}
+			for _, row := range rows {
+				p := ":" + row["frame.protocols"] + ":"
+				for _, tunnel := range []string{":gre:", ":vxlan:", ":gtp:", ":l2tp:", ":ip:ip:", ":ip:ipv6:", ":ipv6:ip:", ":ipv6:ipv6:", ":teredo:", ":geneve:", ":erspan:", ":mpls:"} {
+					if strings.Contains(p, tunnel) {
+						t.Skipf("packet %s is tunnelled (%s): flowsensor keys the outer packet, tshark the inner", row["frame.number"], row["frame.protocols"])
+					}
+				}
+			}
+			want := tsharkFlowsOf(t, path, rows)
+			got, stderr, err := replayForTest(t, path)
+			if err != nil {
+				t.Logf("replay: %v\n%s", err, stderr)
+			}
+			flows := map[oracleKey]counts{}
+			for _, r := range got {
+				k := oracleKey{r.VLANID, r.InnerVLANID, r.CommunityID}
+				c := flows[k]
+				c.packets += r.Packets
+				c.bytes += r.Bytes
+				flows[k] = c
+			}
+			compareFlows(t, want, flows)
+		})
+	}
+}
+
 func compareFlows(t *testing.T, want, got map[oracleKey]counts) {
 	t.Helper()
 	var keys []oracleKey
@@ -129,6 +181,11 @@ func tsharkFlows(t *testing.T, capture string) map[oracleKey]counts {
 	if err != nil {
 		t.Fatalf("oracle table: %v", err)
 	}
+	return tsharkFlowsOf(t, capture, rows)
+}
+
+func tsharkFlowsOf(t *testing.T, capture string, rows []corpus.TSharkRow) map[oracleKey]counts {
+	t.Helper()
 	var fragIDs, sTags map[string]string
 	flows := map[oracleKey]counts{}
 	type firstFrag struct {

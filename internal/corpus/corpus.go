@@ -10,6 +10,7 @@ package corpus
 import (
 	"bufio"
 	"compress/gzip"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -132,7 +133,44 @@ func (r TSharkRow) Last(field string) string {
 
 // TSharkPackets reads the per-packet table stored beside capture.
 func TSharkPackets(capture string) ([]TSharkRow, error) {
-	rc, err := Open(capture + ".tshark-packets.tsv")
+	return ReadTSharkTable(capture + ".tshark-packets.tsv")
+}
+
+// TSharkFields are the columns of X.tshark-packets.tsv, as
+// ../shared/corpus/regen_oracles.sh asks tshark for them.
+var TSharkFields = []string{
+	"frame.number", "frame.time_epoch", "frame.interface_id", "frame.len", "frame.cap_len",
+	"frame.protocols", "vlan.id", "ip.src", "ip.dst", "ip.proto", "ip.len", "ip.flags.mf", "ip.frag_offset",
+	"ipv6.src", "ipv6.dst", "ipv6.nxt", "ipv6.plen", "tcp.srcport", "tcp.dstport", "tcp.flags",
+	"udp.srcport", "udp.dstport", "icmp.type", "icmp.code", "icmpv6.type", "icmpv6.code", "communityid",
+}
+
+// WriteTSharkTable makes the per-packet table of capture with tshark, as the
+// corpus' stored ones were made, for captures that come without one.
+func WriteTSharkTable(capture, tsv string) error {
+	args := []string{"-n", "-r", capture, "-o", "ip.defragment:FALSE", "-o", "ipv6.defragment:FALSE",
+		"--enable-protocol", "communityid", "-T", "fields", "-E", "header=y", "-E", "separator=/t",
+		"-E", "occurrence=a", "-E", "aggregator=,"}
+	for _, f := range TSharkFields {
+		args = append(args, "-e", f)
+	}
+	out, err := os.Create(tsv)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command("tshark", args...)
+	cmd.Stdout = out
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := errors.Join(cmd.Run(), out.Close()); err != nil {
+		return fmt.Errorf("tshark on %s: %w: %s", capture, err, stderr.String())
+	}
+	return nil
+}
+
+// ReadTSharkTable reads a per-packet table (gzipped if only tsv.gz exists).
+func ReadTSharkTable(tsv string) ([]TSharkRow, error) {
+	rc, err := Open(tsv)
 	if err != nil {
 		return nil, err
 	}
@@ -140,7 +178,7 @@ func TSharkPackets(capture string) ([]TSharkRow, error) {
 	sc := bufio.NewScanner(rc)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	if !sc.Scan() {
-		return nil, fmt.Errorf("%s: empty table", capture)
+		return nil, fmt.Errorf("%s: empty table", tsv)
 	}
 	header := strings.Split(sc.Text(), "\t")
 	var rows []TSharkRow
