@@ -22,13 +22,17 @@ const (
 	linkTypeIPv4     LinkType = 228
 	linkTypeIPv6     LinkType = 229
 	linkTypeSLL2     LinkType = 276 // Linux cooked capture v2
+	linkTypePPP      LinkType = 9   // PPP, with or without HDLC-like framing (RFC 1661/1662)
+	linkTypePPPHDLC  LinkType = 50  // PPP in HDLC-like framing (PPP over SONET)
+	linkTypeCHDLC    LinkType = 104 // Cisco HDLC: address, control, ethertype
 )
 
 // Supported reports whether packets of a link type can be decoded.
 func Supported(lt LinkType) bool {
 	switch lt {
 	case LinkTypeEthernet, LinkTypeNull, linkTypeLoop, LinkTypeLinuxSLL, linkTypeSLL2,
-		LinkTypeRaw, linkTypeRaw12, linkTypeRaw14, linkTypeIPv4, linkTypeIPv6:
+		LinkTypeRaw, linkTypeRaw12, linkTypeRaw14, linkTypeIPv4, linkTypeIPv6,
+		linkTypePPP, linkTypePPPHDLC, linkTypeCHDLC:
 		return true
 	}
 	return false
@@ -93,6 +97,23 @@ func L3(lt LinkType, data []byte) (etherType uint16, payload []byte, ok, support
 			return 0, nil, false, true
 		}
 		return sllProtocol(binary.BigEndian.Uint16(data[0:])), data[20:], true, true
+	case linkTypePPP, linkTypePPPHDLC:
+		if len(data) >= 2 && data[0] == 0xff && data[1] == 0x03 {
+			data = data[2:] // HDLC-like framing: address and control
+		}
+		if len(data) >= 1 && data[0]&1 == 1 {
+			// A compressed (one-byte) protocol field: only protocols below 0x100.
+			return pppProtocol(uint16(data[0])), data[1:], true, true
+		}
+		if len(data) < 2 {
+			return 0, nil, false, true
+		}
+		return pppProtocol(binary.BigEndian.Uint16(data)), data[2:], true, true
+	case linkTypeCHDLC:
+		if len(data) < 4 {
+			return 0, nil, false, true
+		}
+		return binary.BigEndian.Uint16(data[2:]), data[4:], true, true
 	case LinkTypeRaw, linkTypeRaw12, linkTypeRaw14, linkTypeIPv4, linkTypeIPv6:
 		if len(data) < 1 {
 			return 0, nil, false, true
@@ -120,6 +141,19 @@ func sllProtocol(p uint16) uint16 {
 		return 0
 	}
 	return p
+}
+
+// pppProtocol maps a PPP protocol number to the ethertype of its payload.
+func pppProtocol(p uint16) uint16 {
+	switch p {
+	case 0x0021:
+		return bpf.EtherTypeIPv4
+	case 0x0057:
+		return bpf.EtherTypeIPv6
+	case 0x0281, 0x0283: // MPLS unicast, multicast
+		return 0x8847 + p - 0x0281
+	}
+	return 0 // LCP, IPCP, CHAP, ...: not IP
 }
 
 // EthernetFrame wraps a non-Ethernet packet's payload in an Ethernet header

@@ -102,9 +102,9 @@ func (r *pcapReader) next(p *Packet) error {
 	if caplen > max(r.snaplen, maxRecord) {
 		return fmt.Errorf("record claims %d captured bytes, more than the snap length %d allows", caplen, r.snaplen)
 	}
-	if caplen > wirelen {
-		return fmt.Errorf("record claims %d captured bytes of a %d-byte packet", caplen, wirelen)
-	}
+	// A captured length above the wire length is kept as written, as
+	// Wireshark does: some writers record the length without a pseudo-header
+	// they capture (pypacker's Linux SLL files); flows count the wire length.
 	_, _ = r.br.Discard(r.recordHdr)
 	var data []byte
 	if int(caplen) <= r.br.Size() {

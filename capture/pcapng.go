@@ -201,9 +201,6 @@ func (r *pcapngReader) packet(typ uint32, body []byte, p *Packet) (ok bool, err 
 		if caplen > uint32(len(body)-20) {
 			return false, r.fail("packet block claims %d captured bytes but holds %d", caplen, len(body)-20)
 		}
-		if caplen > wirelen {
-			return false, r.fail("packet block claims %d captured bytes of a %d-byte packet", caplen, wirelen)
-		}
 		r.lastTs = ifc.nanos(ts)
 		*p = Packet{Ts: r.lastTs, Data: body[20 : 20+caplen], WireLen: int(wirelen), Interface: r.first + id, LinkType: ifc.LinkType}
 		return true, nil

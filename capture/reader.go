@@ -21,7 +21,7 @@ import (
 type Packet struct {
 	Ts        int64  // Unix nanoseconds
 	Data      []byte // the captured bytes, starting with the link header
-	WireLen   int    // length on the wire, which may exceed len(Data)
+	WireLen   int    // length on the wire as the file records it: usually at least len(Data), not always
 	Interface int    // the capture interface within the file
 	LinkType  LinkType
 }

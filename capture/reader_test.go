@@ -193,6 +193,13 @@ func TestL3(t *testing.T) {
 		{linkTypeIPv4, ip4, bpf.EtherTypeIPv4, true},
 		{LinkTypeRaw, ip6, bpf.EtherTypeIPv6, true},
 		{linkTypeRaw14, ip4, bpf.EtherTypeIPv4, true},
+		{linkTypePPP, append([]byte{0xff, 0x03, 0x00, 0x21}, ip4...), bpf.EtherTypeIPv4, true}, // HDLC-like framing
+		{linkTypePPP, append([]byte{0x00, 0x57}, ip6...), bpf.EtherTypeIPv6, true},             // without
+		{linkTypePPP, append([]byte{0x21}, ip4...), bpf.EtherTypeIPv4, true},                   // compressed protocol field
+		{linkTypePPP, []byte{0xc0, 0x21, 1, 1}, 0, true},                                       // LCP
+		{linkTypePPP, []byte{0xff, 0x03, 0x00}, 0, false},
+		{linkTypePPPHDLC, append([]byte{0xff, 0x03, 0x02, 0x81}, 0, 0, 0x11, 0x40), 0x8847, true}, // MPLS
+		{linkTypeCHDLC, append([]byte{0x0f, 0x00, 0x86, 0xdd}, ip6...), bpf.EtherTypeIPv6, true},
 	} {
 		et, _, ok, supported := L3(tc.lt, tc.data)
 		if !supported || ok != tc.ok || et != tc.etherType {
