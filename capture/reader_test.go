@@ -2,6 +2,7 @@ package capture
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -270,5 +271,37 @@ func TestPCAPVariants(t *testing.T) {
 				comparePackets(t, "the original", readAll(t, conv), want)
 			})
 		}
+	}
+}
+
+// TestPCAPCapturedBeyondWire: a record that claims more captured bytes than
+// wire bytes (pypacker writes Linux SLL files so) is read as written, as
+// Wireshark reads it.
+func TestPCAPCapturedBeyondWire(t *testing.T) {
+	le := binary.LittleEndian
+	file := le.AppendUint32(nil, magicMicros)
+	file = le.AppendUint16(file, 2)
+	file = le.AppendUint16(file, 4)
+	file = append(file, make([]byte, 8)...)
+	file = le.AppendUint32(file, 65535)
+	file = le.AppendUint32(file, uint32(LinkTypeLinuxSLL))
+	file = le.AppendUint32(file, 1_700_000_000)
+	file = le.AppendUint32(file, 5)
+	file = le.AppendUint32(file, 40) // captured
+	file = le.AppendUint32(file, 24) // on the wire
+	file = append(file, make([]byte, 40)...)
+	r, err := NewReader("beyond", bytes.NewReader(file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var p Packet
+	if err := r.Next(&p); err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Data) != 40 || p.WireLen != 24 || p.Ts != 1_700_000_000_000_005_000 {
+		t.Fatalf("caplen %d wirelen %d ts %d", len(p.Data), p.WireLen, p.Ts)
+	}
+	if err := r.Next(&p); err != io.EOF {
+		t.Fatalf("after the record: %v", err)
 	}
 }
