@@ -344,8 +344,12 @@ func (rp *replayer) reportUnsupported(path string, skipped map[capture.LinkType]
 		if rp.progress != nil {
 			_ = rp.progress.Clear()
 		}
-		fmt.Fprintf(rp.log, "flowsensor: %s: %d packets of link type %d skipped: flowsensor reads Ethernet, Linux SLL and SLL2, NULL/LOOP, raw IP, PPP and Cisco HDLC (tcpdump.org/linktypes.html)\n",
-			path, skipped[lt], lt)
+		unit := "packets"
+		if skipped[lt] == 1 {
+			unit = "packet"
+		}
+		fmt.Fprintf(rp.log, "flowsensor: %s: %d %s of link type %d skipped: flowsensor reads Ethernet, Linux SLL and SLL2, NULL/LOOP, raw IP, PPP and Cisco HDLC (tcpdump.org/linktypes.html)\n",
+			path, skipped[lt], unit, lt)
 	}
 }
 
