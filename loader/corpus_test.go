@@ -2,6 +2,7 @@ package loader
 
 import (
 	"io"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -54,6 +55,44 @@ func TestDifferentialCorpus(t *testing.T) {
 				total++
 				if t.Failed() {
 					return // one mismatch explains the rest
+				}
+			}
+		})
+	}
+	t.Logf("%d frames compared", total)
+}
+
+// TestDifferentialOwnCaptures does the same for a folder of the user's
+// captures: FLOWSENSOR_ORACLE_DIR=/some/pcaps go test -run OwnCaptures
+// ./loader/. Damaged files are compared up to the damage; frames of link
+// types flowsensor does not read are left out.
+func TestDifferentialOwnCaptures(t *testing.T) {
+	dir := os.Getenv("FLOWSENSOR_ORACLE_DIR")
+	if dir == "" {
+		t.Skip("set FLOWSENSOR_ORACLE_DIR to a folder of captures to compare the two parsers on")
+	}
+	p := loadTestProgram(t, Options{RingBytes: 1 << 20, Batch: 1})
+	captures, err := corpus.Captures(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	total := 0
+	for _, path := range captures {
+		t.Run(filepath.Base(path), func(t *testing.T) {
+			r, err := capture.Open(path)
+			if err != nil {
+				t.Skipf("unreadable: %v", err)
+			}
+			defer r.Close()
+			var pkt capture.Packet
+			for i := 1; r.Next(&pkt) == nil; i++ {
+				if !capture.Supported(pkt.LinkType) {
+					continue
+				}
+				compareFrame(t, p, i, &pkt)
+				total++
+				if t.Failed() {
+					return
 				}
 			}
 		})
