@@ -106,18 +106,7 @@ func (r *pcapReader) next(p *Packet) error {
 	// Wireshark does: some writers record the length without a pseudo-header
 	// they capture (pypacker's Linux SLL files); flows count the wire length.
 	_, _ = r.br.Discard(r.recordHdr)
-	var data []byte
-	if int(caplen) <= r.br.Size() {
-		data, err = r.br.Peek(int(caplen))
-		if err == nil {
-			_, _ = r.br.Discard(int(caplen))
-		}
-	} else {
-		r.big = append(r.big[:0], make([]byte, caplen)...)
-		var n int
-		n, err = io.ReadFull(r.br, r.big)
-		data = r.big[:n]
-	}
+	data, err := readN(r.br, int(caplen), &r.big)
 	if len(data) < int(caplen) {
 		return shortRead(err, "a packet record")
 	}

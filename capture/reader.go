@@ -220,6 +220,22 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// readN returns the next n bytes of br: inside its buffer when they fit (no
+// copy; valid until the next read), else read into *big. Fewer than n bytes
+// come back with the error that stopped the read.
+func readN(br *bufio.Reader, n int, big *[]byte) ([]byte, error) {
+	if n <= br.Size() {
+		b, err := br.Peek(n)
+		if err == nil {
+			_, _ = br.Discard(n)
+		}
+		return b, err
+	}
+	*big = append((*big)[:0], make([]byte, n)...)
+	got, err := io.ReadFull(br, *big)
+	return (*big)[:got], err
+}
+
 // shortRead explains a read that came up short: the error of the layer
 // below (a damaged gzip stream, an I/O error) when there is one, else a file
 // cut short inside what.
