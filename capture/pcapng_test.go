@@ -23,33 +23,22 @@ import (
 // are covered too; each converted file must also give exactly the packets of
 // its original.
 func TestPCAPNGMatchesPcapgo(t *testing.T) {
-	dir, _ := corpus.Dir()
-	captures, err := corpus.Captures(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, path := range captures {
-		name := filepath.Base(path)
-		if strings.HasPrefix(name, "corrupt-") {
-			continue
+	corpus.EachCapture(t, func(t *testing.T, path string) {
+		ng := path
+		if !strings.HasSuffix(path, ".pcapng") {
+			editcap := corpus.RequireTool(t, "editcap", "apt-get install tshark")
+			ng = filepath.Join(t.TempDir(), filepath.Base(path)+"ng")
+			if out, err := exec.Command(editcap, "-F", "pcapng", path, ng).CombinedOutput(); err != nil {
+				t.Fatalf("editcap: %v: %s", err, out)
+			}
 		}
-		t.Run(name, func(t *testing.T) {
-			ng := path
-			if !strings.HasSuffix(path, ".pcapng") {
-				editcap := corpus.RequireTool(t, "editcap", "apt-get install tshark")
-				ng = filepath.Join(t.TempDir(), name+"ng")
-				if out, err := exec.Command(editcap, "-F", "pcapng", path, ng).CombinedOutput(); err != nil {
-					t.Fatalf("editcap: %v: %s", err, out)
-				}
-			}
-			ours := readAll(t, ng)
-			theirs := readPcapgo(t, ng)
-			comparePackets(t, "pcapgo", ours, theirs)
-			if ng != path {
-				comparePackets(t, "the classic pcap original", ours, readAll(t, path))
-			}
-		})
-	}
+		ours := readAll(t, ng)
+		theirs := readPcapgo(t, ng)
+		comparePackets(t, "pcapgo", ours, theirs)
+		if ng != path {
+			comparePackets(t, "the classic pcap original", ours, readAll(t, path))
+		}
+	})
 }
 
 type packetCopy struct {

@@ -21,57 +21,46 @@ import (
 // TestReaderMatchesTShark reads every corpus capture and compares each
 // packet's timestamp, wire length and captured length with tshark's table.
 func TestReaderMatchesTShark(t *testing.T) {
-	dir, _ := corpus.Dir()
-	captures, err := corpus.Captures(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, path := range captures {
-		name := filepath.Base(path)
-		if strings.HasPrefix(name, "corrupt-") {
-			continue
+	corpus.EachCapture(t, func(t *testing.T, path string) {
+		rows, err := corpus.TSharkPackets(path)
+		if err != nil {
+			t.Skipf("no tshark table: %v", err)
 		}
-		t.Run(name, func(t *testing.T) {
-			rows, err := corpus.TSharkPackets(path)
-			if err != nil {
-				t.Skipf("no tshark table: %v", err)
+		r, err := Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		var p Packet
+		for i := 0; ; i++ {
+			err := r.Next(&p)
+			if err == io.EOF {
+				if i != len(rows) {
+					t.Fatalf("read %d packets, tshark %d", i, len(rows))
+				}
+				break
 			}
-			r, err := Open(path)
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer r.Close()
-			var p Packet
-			for i := 0; ; i++ {
-				err := r.Next(&p)
-				if err == io.EOF {
-					if i != len(rows) {
-						t.Fatalf("read %d packets, tshark %d", i, len(rows))
-					}
-					break
-				}
-				if err != nil {
-					t.Fatal(err)
-				}
-				if i >= len(rows) {
-					t.Fatalf("more packets than tshark's %d", len(rows))
-				}
-				row := rows[i]
-				if strconv.Itoa(p.WireLen) != row["frame.len"] || strconv.Itoa(len(p.Data)) != row["frame.cap_len"] {
-					t.Fatalf("packet %d: len %d caplen %d, tshark %s %s", i+1, p.WireLen, len(p.Data), row["frame.len"], row["frame.cap_len"])
-				}
-				if ts, _ := strconv.ParseFloat(row["frame.time_epoch"], 64); math.Abs(float64(p.Ts)/1e9-ts) > 1e-6 {
-					t.Fatalf("packet %d: time %d, tshark %s", i+1, p.Ts, row["frame.time_epoch"])
-				}
-				if row["frame.interface_id"] != "" && row["frame.interface_id"] != strconv.Itoa(p.Interface) {
-					t.Fatalf("packet %d: interface %d, tshark %s", i+1, p.Interface, row["frame.interface_id"])
-				}
-				if !Supported(p.LinkType) {
-					t.Fatalf("packet %d: link type %v not supported", i+1, p.LinkType)
-				}
+			if i >= len(rows) {
+				t.Fatalf("more packets than tshark's %d", len(rows))
 			}
-		})
-	}
+			row := rows[i]
+			if strconv.Itoa(p.WireLen) != row["frame.len"] || strconv.Itoa(len(p.Data)) != row["frame.cap_len"] {
+				t.Fatalf("packet %d: len %d caplen %d, tshark %s %s", i+1, p.WireLen, len(p.Data), row["frame.len"], row["frame.cap_len"])
+			}
+			if ts, _ := strconv.ParseFloat(row["frame.time_epoch"], 64); math.Abs(float64(p.Ts)/1e9-ts) > 1e-6 {
+				t.Fatalf("packet %d: time %d, tshark %s", i+1, p.Ts, row["frame.time_epoch"])
+			}
+			if row["frame.interface_id"] != "" && row["frame.interface_id"] != strconv.Itoa(p.Interface) {
+				t.Fatalf("packet %d: interface %d, tshark %s", i+1, p.Interface, row["frame.interface_id"])
+			}
+			if !Supported(p.LinkType) {
+				t.Fatalf("packet %d: link type %v not supported", i+1, p.LinkType)
+			}
+		}
+	})
 }
 
 func TestCorruptFiles(t *testing.T) {

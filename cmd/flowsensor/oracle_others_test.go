@@ -72,38 +72,27 @@ var (
 // argus byte) counts with the stored argus and pmacct outputs; every
 // difference must be one of the explained ones above.
 func TestOracleArgusPmacct(t *testing.T) {
-	dir, _ := corpus.Dir()
-	captures, err := corpus.Captures(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, path := range captures {
-		name := filepath.Base(path)
-		if strings.HasPrefix(name, "corrupt-") {
-			continue
+	corpus.EachCapture(t, func(t *testing.T, path string) {
+		rows, stderr, err := replayForTest(t, path)
+		if err != nil {
+			t.Fatalf("replay: %v\n%s", err, stderr)
 		}
-		t.Run(name, func(t *testing.T) {
-			rows, stderr, err := replayForTest(t, path)
-			if err != nil {
-				t.Fatalf("replay: %v\n%s", err, stderr)
+		ours, oursByVLAN := conversations(rows)
+		// argus counts bytes from the end of a Linux cooked or NULL
+		// header; tshark and flowsensor count the whole captured frame.
+		if hdr := linkHeaderBytes(t, path); hdr > 0 {
+			for k, c := range ours {
+				c.bytes -= c.packets * hdr
+				ours[k] = c
 			}
-			ours, oursByVLAN := conversations(rows)
-			// argus counts bytes from the end of a Linux cooked or NULL
-			// header; tshark and flowsensor count the whole captured frame.
-			if hdr := linkHeaderBytes(t, path); hdr > 0 {
-				for k, c := range ours {
-					c.bytes -= c.packets * hdr
-					ours[k] = c
-				}
-			}
-			if argus, err := argusFlows(path + ".argus-flows.csv"); err == nil {
-				checkDiff(t, "argus", argusDiffs[name], ours, argus, true)
-			}
-			if pm, err := pmacctFlows(path + ".pmacct-flows.csv"); err == nil {
-				checkDiff(t, "pmacct", pmacctDiffs[name], oursByVLAN, pm, false)
-			}
-		})
-	}
+		}
+		if argus, err := argusFlows(path + ".argus-flows.csv"); err == nil {
+			checkDiff(t, "argus", argusDiffs[filepath.Base(path)], ours, argus, true)
+		}
+		if pm, err := pmacctFlows(path + ".pmacct-flows.csv"); err == nil {
+			checkDiff(t, "pmacct", pmacctDiffs[filepath.Base(path)], oursByVLAN, pm, false)
+		}
+	})
 }
 
 func conversations(rows []parquet.Row) (noVLAN, byVLAN map[pairKey]counts) {

@@ -81,6 +81,24 @@ func RequireTool(tb testing.TB, name, install string) string {
 	return path
 }
 
+// EachCapture runs fn as a subtest, named after the file, for every capture
+// of the corpus (Dir) but the deliberately damaged corrupt-* ones.
+func EachCapture(t *testing.T, fn func(t *testing.T, path string)) {
+	t.Helper()
+	dir, _ := Dir()
+	captures, err := Captures(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range captures {
+		name := filepath.Base(path)
+		if strings.HasPrefix(name, "corrupt-") {
+			continue
+		}
+		t.Run(name, func(t *testing.T) { fn(t, path) })
+	}
+}
+
 // Captures lists the capture files (*.pcap, *.pcapng) in dir, sorted.
 func Captures(dir string) ([]string, error) {
 	ents, err := os.ReadDir(dir)
