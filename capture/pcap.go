@@ -23,8 +23,9 @@ type pcapReader struct {
 
 const (
 	pcapVersionMajor = 2
-	// maxRecord bounds a record's captured length, as libpcap does: a writer
-	// may exceed its own snap length (dpkt does), but a length beyond this is
+	// maxRecord bounds a record's captured length, as libpcap and Wireshark
+	// bound it for the link types flowsensor reads (whatever the file's snap
+	// length says: some writers exceed their own, dpkt does). A longer one is
 	// a damaged header, not a packet.
 	maxRecord = 256 << 10
 )
@@ -79,7 +80,7 @@ func (r *pcapReader) recordsLineUp(buf []byte, hdr int) bool {
 			return off > 0 || len(buf) == 0
 		}
 		caplen, wirelen := r.order.Uint32(buf[off+8:]), r.order.Uint32(buf[off+12:])
-		if caplen > wirelen || caplen > max(r.snaplen, maxRecord) {
+		if caplen > wirelen || caplen > maxRecord {
 			return false
 		}
 		off += hdr + int(caplen)
@@ -99,8 +100,8 @@ func (r *pcapReader) next(p *Packet) error {
 	}
 	sec, frac := int64(r.order.Uint32(h)), int64(r.order.Uint32(h[4:]))
 	caplen, wirelen := r.order.Uint32(h[8:]), r.order.Uint32(h[12:])
-	if caplen > max(r.snaplen, maxRecord) {
-		return fmt.Errorf("record claims %d captured bytes, more than the snap length %d allows", caplen, r.snaplen)
+	if caplen > maxRecord {
+		return fmt.Errorf("record claims %d captured bytes, more than the %d a packet can have", caplen, maxRecord)
 	}
 	// A captured length above the wire length is kept as written, as
 	// Wireshark does: some writers record the length without a pseudo-header

@@ -55,7 +55,7 @@ const (
 	// maxBlock bounds a block's length: larger is a damaged header. Packet
 	// blocks are far smaller (maxRecord); name resolution and custom blocks
 	// can be large but not this large.
-	maxBlock = 64 << 20
+	maxBlock = 16 << 20
 )
 
 func newPCAPNGReader(br *bufio.Reader) (*pcapngReader, error) {
@@ -189,6 +189,9 @@ func (r *pcapngReader) packet(typ uint32, body []byte, p *Packet) (ok bool, err 
 		caplen, wirelen := r.order.Uint32(body[12:]), r.order.Uint32(body[16:])
 		if caplen > uint32(len(body)-20) {
 			return false, r.fail("packet block claims %d captured bytes but holds %d", caplen, len(body)-20)
+		}
+		if caplen > maxRecord {
+			return false, r.fail("packet block claims %d captured bytes, more than the %d a packet can have", caplen, maxRecord)
 		}
 		r.lastTs = ifc.nanos(ts)
 		*p = Packet{Ts: r.lastTs, Data: body[20 : 20+caplen], WireLen: int(wirelen), Interface: r.first + id, LinkType: ifc.LinkType}

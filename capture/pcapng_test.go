@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -253,6 +254,38 @@ func TestPCAPNGBlocks(t *testing.T) {
 	}
 	if strings.Join(names, ",") != "eth0,any,tun0" || r.InterfaceName(2) != "tun0" || r.InterfaceName(3) != "" {
 		t.Errorf("interfaces %v", names)
+	}
+}
+
+// TestPCAPNGLargeBlocks: a block larger than the read buffer is read and
+// skipped; a damaged length that claims more than the file holds is reported
+// without allocating it first.
+func TestPCAPNGLargeBlocks(t *testing.T) {
+	w := &ngWriter{order: binary.LittleEndian}
+	w.section(1)
+	w.iface(LinkTypeEthernet, 0, "eth0", 0, 0)
+	w.block(0x40000bad, make([]byte, 3*readBufferBytes/2)) // a large custom block
+	w.packet(0, 1e6, make([]byte, 60), 60)
+	off := w.packet(0, 2e6, make([]byte, 60), 60)
+	binary.LittleEndian.PutUint32(w.buf.Bytes()[off+4:], maxBlock) // claims 16 MiB
+	r, err := NewReader("large", bytes.NewReader(w.buf.Bytes()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var p Packet
+	if err := r.Next(&p); err != nil || p.Ts != 1e9 {
+		t.Fatalf("packet after the large block: ts %d, %v", p.Ts, err)
+	}
+	var ms1, ms2 runtime.MemStats
+	runtime.ReadMemStats(&ms1)
+	err = r.Next(&p)
+	runtime.ReadMemStats(&ms2)
+	var fe *FormatError
+	if !errors.As(err, &fe) || fe.Offset != int64(off) || !strings.Contains(err.Error(), "cut short") {
+		t.Fatalf("got %v, want a cut-short block at byte offset %d", err, off)
+	}
+	if grew := ms2.TotalAlloc - ms1.TotalAlloc; grew > maxBlock/4 {
+		t.Errorf("reading a block that claims %d bytes allocated %d", maxBlock, grew)
 	}
 }
 

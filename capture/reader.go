@@ -7,6 +7,7 @@ package capture
 
 import (
 	"bufio"
+	"bytes"
 	"compress/gzip"
 	"encoding/binary"
 	"errors"
@@ -221,8 +222,10 @@ func (c *countingReader) Read(p []byte) (int, error) {
 }
 
 // readN returns the next n bytes of br: inside its buffer when they fit (no
-// copy; valid until the next read), else read into *big. Fewer than n bytes
-// come back with the error that stopped the read.
+// copy; valid until the next read), else read into *big, which grows with
+// what arrives, so that a damaged length does not allocate what the file
+// does not hold. Fewer than n bytes come back with the error that stopped
+// the read.
 func readN(br *bufio.Reader, n int, big *[]byte) ([]byte, error) {
 	if n <= br.Size() {
 		b, err := br.Peek(n)
@@ -231,9 +234,13 @@ func readN(br *bufio.Reader, n int, big *[]byte) ([]byte, error) {
 		}
 		return b, err
 	}
-	*big = append((*big)[:0], make([]byte, n)...)
-	got, err := io.ReadFull(br, *big)
-	return (*big)[:got], err
+	buf := bytes.NewBuffer((*big)[:0])
+	_, err := io.CopyN(buf, br, int64(n))
+	*big = buf.Bytes()
+	if err == io.EOF {
+		err = io.ErrUnexpectedEOF
+	}
+	return *big, err
 }
 
 // shortRead explains a read that came up short: the error of the layer
