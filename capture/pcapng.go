@@ -118,20 +118,18 @@ func (r *pcapngReader) block() ([]byte, error) {
 	if len(h) < 12 {
 		return nil, &blockError{offset: r.start, err: shortRead(err, "a block header")}
 	}
-	order := r.order
 	if binary.LittleEndian.Uint32(h) == ngSectionHeader {
-		// A section header says its own byte order.
+		// A section header says its own byte order, and its section's.
 		switch {
 		case binary.LittleEndian.Uint32(h[8:]) == ngByteOrderMagic:
-			order = binary.LittleEndian
+			r.order = binary.LittleEndian
 		case binary.BigEndian.Uint32(h[8:]) == ngByteOrderMagic:
-			order = binary.BigEndian
+			r.order = binary.BigEndian
 		default:
 			return nil, r.fail("section header with an unknown byte-order magic %#x", h[8:12])
 		}
-		r.order = order
 	}
-	typ, length := order.Uint32(h), order.Uint32(h[4:])
+	typ, length := r.order.Uint32(h), r.order.Uint32(h[4:])
 	switch {
 	case length < 12 || length%4 != 0:
 		return nil, r.fail("block of type %#x claims an invalid length %d", typ, length)
@@ -142,7 +140,7 @@ func (r *pcapngReader) block() ([]byte, error) {
 	if len(b) < int(length) {
 		return nil, &blockError{offset: r.start, err: shortRead(err, fmt.Sprintf("a block of %d bytes", length))}
 	}
-	if order.Uint32(b[length-4:]) != length {
+	if r.order.Uint32(b[length-4:]) != length {
 		return nil, r.fail("block trailer disagrees with its header")
 	}
 	r.offset += int64(length)
