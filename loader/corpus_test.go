@@ -41,6 +41,12 @@ func TestDifferentialOwnCaptures(t *testing.T) {
 	compareCaptures(t, dir, false)
 }
 
+// TestDifferentialUnseen does the same on testdata/unseen, captures from
+// other projects' test suites.
+func TestDifferentialUnseen(t *testing.T) {
+	compareCaptures(t, filepath.Join(corpus.RepoRoot(), "testdata", "unseen"), true)
+}
+
 // compareCaptures compares every frame of every capture in dir. With strict,
 // every file must read to its end (but the corrupt-* ones) and every link
 // type must be supported; otherwise files are compared up to any damage and
