@@ -199,3 +199,52 @@ func seedOracle(t *testing.T, capture string) seedAnswers {
 	}
 	return a
 }
+
+// TestConversationQuery replays a capture with the default timeouts, so that
+// quiet conversations are split into several flows, and checks that the
+// README's per-conversation query gives tshark's counts for each.
+func TestConversationQuery(t *testing.T) {
+	capture := filepath.Join(corpus.RepoRoot(), "testdata", "corpus", "vlan11-dns-icmp-arp.pcap") // 85 s
+	if dir, ok := corpus.SharedDir(); ok {
+		capture = filepath.Join(dir, "many-flows-cip-ics.pcap") // 174 s
+	}
+	b, err := os.ReadFile(filepath.Join(corpus.RepoRoot(), "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var query string
+	for _, m := range regexp.MustCompile("(?s)```sql\n(.*?)```").FindAllStringSubmatch(string(b), -1) {
+		if q := strings.TrimSpace(m[1]); strings.HasPrefix(q, "SELECT vlan_id, inner_vlan_id, community_id") {
+			query = strings.TrimSuffix(q, ";")
+		}
+	}
+	if query == "" {
+		t.Fatal("README has no per-conversation query")
+	}
+	cfg := DefaultConfig()
+	cfg.Out = t.TempDir()
+	var stderr strings.Builder
+	if err := runReplay(t.Context(), cfg, []string{capture}, false, &stderr); err != nil {
+		t.Fatalf("replay: %v\n%s", err, stderr.String())
+	}
+	query = strings.Replace(query, "flowdata/flows", cfg.Out+"/flows", 1)
+	res := duckdb(t, "CREATE VIEW unused AS SELECT 1", []string{query})[0]
+
+	rows, err := corpus.TSharkPackets(capture)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := tsharkFlows(t, capture, rows)
+	got := map[oracleKey]counts{}
+	for _, r := range res {
+		vlan, _ := strconv.Atoi(r[0])
+		inner, _ := strconv.Atoi(r[1])
+		packets, _ := strconv.ParseInt(r[6], 10, 64)
+		bytes, _ := strconv.ParseInt(r[7], 10, 64)
+		got[oracleKey{int32(vlan), int32(inner), r[2]}] = counts{packets, bytes}
+	}
+	compareFlows(t, want, got)
+	if reports := len(readRows(t, cfg.Out)); reports <= len(got) {
+		t.Errorf("%d reports for %d conversations: nothing was split, the test shows nothing", reports, len(got))
+	}
+}
