@@ -2,6 +2,8 @@ package main
 
 import (
 	"math"
+	"os"
+	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"testing"
@@ -65,5 +67,35 @@ func TestGCFloorRespectsUserTuning(t *testing.T) {
 	}
 	if l := debug.SetMemoryLimit(-1); l != math.MaxInt64 {
 		t.Fatalf("memory limit %d set despite GOGC", l)
+	}
+}
+
+func TestMemoryLimit(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	v2 := write("memory.max", "268435456\n")
+	v2max := write("memory.max.unlimited", "max\n")
+	v1 := write("memory.limit_in_bytes", "134217728\n")
+	v1max := write("memory.limit_in_bytes.unlimited", "9223372036854771712\n")
+	missing := filepath.Join(dir, "absent")
+	for _, tc := range []struct {
+		files []string
+		want  int64
+	}{
+		{[]string{v2, v1}, 256 << 20},
+		{[]string{missing, v1}, 128 << 20},
+		{[]string{v2max, v1}, 0},
+		{[]string{missing, v1max}, 0},
+		{[]string{missing}, 0},
+	} {
+		if got := memoryLimit(tc.files); got != tc.want {
+			t.Errorf("%v: %d, want %d", tc.files, got, tc.want)
+		}
 	}
 }
