@@ -294,3 +294,29 @@ func TestPCAPCapturedBeyondWire(t *testing.T) {
 		t.Fatalf("after the record: %v", err)
 	}
 }
+
+// TestPCAPRecordTooLarge: a record header claiming more than 256 KiB is
+// damage at its offset, even under a larger snap length, and is reported
+// without reading (or allocating) what it claims.
+func TestPCAPRecordTooLarge(t *testing.T) {
+	le := binary.LittleEndian
+	file := le.AppendUint32(nil, magicMicros)
+	file = le.AppendUint16(file, 2)
+	file = le.AppendUint16(file, 4)
+	file = append(file, make([]byte, 8)...)
+	file = le.AppendUint32(file, 1<<30) // snap length
+	file = le.AppendUint32(file, uint32(LinkTypeEthernet))
+	file = append(file, make([]byte, 8)...)
+	file = le.AppendUint32(file, 1<<30) // captured
+	file = le.AppendUint32(file, 1<<30) // on the wire
+	r, err := NewReader("huge", bytes.NewReader(file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var p Packet
+	err = r.Next(&p)
+	var fe *FormatError
+	if !errors.As(err, &fe) || fe.Offset != 24 || !strings.Contains(err.Error(), "more than the 262144 a packet can have") {
+		t.Fatalf("got %v, want damage at byte offset 24", err)
+	}
+}
